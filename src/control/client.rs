@@ -1,0 +1,1 @@
+//! The connecting side used by `paiosctl`: one request, one answer.

@@ -1,0 +1,1 @@
+//! Health probes (HTTP, TCP, command) and the memory watch.

@@ -1,0 +1,1 @@
+//! The supervisor actor: the one owner of every service's state.

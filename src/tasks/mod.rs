@@ -1,0 +1,1 @@
+//! Scheduled tasks: cron schedules, catch-up and overlap.
