@@ -7,3 +7,13 @@
 pub mod client;
 pub mod protocol;
 pub mod server;
+
+use tokio::sync::oneshot;
+
+/// One request handed from a connection to the supervisor actor, with where to answer.
+/// The actor answers when the operation is complete (or at once for `wait: false`).
+#[derive(Debug)]
+pub struct ControlMsg {
+    pub request: protocol::Request,
+    pub reply: oneshot::Sender<protocol::Response>,
+}

@@ -94,3 +94,5 @@ impl Ledger {
         let _ = timeout;
     }
 }
+
+pub mod cli;

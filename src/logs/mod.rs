@@ -57,3 +57,5 @@ impl Logs {
 pub fn log_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.log"))
 }
+
+pub mod read;
