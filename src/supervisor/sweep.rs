@@ -1,0 +1,164 @@
+//! The start-up sweep (promise 3): before anything starts, end what a previous paiosd
+//! left running. Every group recorded in `state.sqlite` is checked by identity — the
+//! leader's PID with its start time, so a PID or PGID handed to another program since is
+//! never touched — and ended with the stop sequence it was recorded with.
+
+use std::time::{Duration, Instant};
+
+use crate::process::{self, Identity};
+use crate::state::LiveRun;
+
+/// What the sweep found for one recorded run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// No process of the group is left.
+    Gone,
+    /// The group's number now belongs to another program: left alone.
+    Reused,
+    /// The group is still ours, with these live members.
+    Ours(Vec<i32>),
+}
+
+/// Decides whether a recorded group is still the one paiosd started.
+///
+/// `leader_now` is the start time of the process whose PID is the recorded PGID (the
+/// leader), if one is alive. The kernel never hands out a PGID as a new PID while the group
+/// exists, so: a leader with another start time means the number was reused; no leader but
+/// live members means the old leader exited and its group lives on.
+pub fn identify(recorded: &LiveRun, leader_now: Option<u64>, members: Vec<i32>) -> Found {
+    if members.is_empty() {
+        return Found::Gone;
+    }
+    if recorded.pid == recorded.pgid {
+        if let Some(start) = leader_now {
+            if start != recorded.start_time {
+                return Found::Reused;
+            }
+        }
+    }
+    Found::Ours(members)
+}
+
+/// One group ended by the sweep, for the record.
+#[derive(Debug, Clone)]
+pub struct Swept {
+    pub run: LiveRun,
+    pub found: Found,
+    /// SIGKILL was needed after the grace.
+    pub killed: bool,
+    /// Members still alive when the sweep gave up waiting (should be empty).
+    pub survivors: Vec<i32>,
+}
+
+/// Ends every recorded group that is still ours, all in parallel, each with its own stop
+/// signal and grace, then SIGKILL; returns once every group is empty (or after the longest
+/// grace plus a bound).
+pub fn sweep(runs: Vec<LiveRun>) -> Vec<Swept> {
+    let start = Instant::now();
+    let mut swept: Vec<Swept> = runs
+        .into_iter()
+        .map(|run| {
+            let leader_now = process::start_time(run.pgid);
+            let found = identify(&run, leader_now, process::group_members(run.pgid));
+            if let Found::Ours(members) = &found {
+                tracing::warn!(
+                    service = %run.service,
+                    pgid = run.pgid,
+                    "left running by a previous paiosd ({} processes); ending it",
+                    members.len()
+                );
+                let _ = process::signal_group(run.pgid, libc::SIGCONT);
+                let _ = process::signal_group(run.pgid, run.stop_signal);
+            }
+            Swept {
+                run,
+                found,
+                killed: false,
+                survivors: Vec::new(),
+            }
+        })
+        .collect();
+
+    let mut delay = Duration::from_millis(1);
+    loop {
+        // Whatever of theirs was re-parented to paiosd is reaped so it does not count as alive.
+        let _ = process::reap();
+        let mut pending = false;
+        for s in swept
+            .iter_mut()
+            .filter(|s| matches!(s.found, Found::Ours(_)))
+        {
+            if !process::group_alive(s.run.pgid) {
+                continue;
+            }
+            let grace = Duration::from_millis(s.run.grace_ms);
+            if !s.killed && start.elapsed() >= grace {
+                s.killed = true;
+                let _ = process::signal_group(s.run.pgid, libc::SIGKILL);
+            }
+            if start.elapsed() < grace + Duration::from_secs(5) {
+                pending = true;
+            } else {
+                s.survivors = process::group_members(s.run.pgid);
+            }
+        }
+        if !pending {
+            break;
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(20));
+    }
+    swept
+}
+
+/// The identity paiosd recorded for a run's leader.
+pub fn leader(run: &LiveRun) -> Identity {
+    Identity {
+        pid: run.pid,
+        start_time: run.start_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(pid: i32, start_time: u64) -> LiveRun {
+        LiveRun {
+            service: "kb".into(),
+            pid,
+            pgid: pid,
+            start_time,
+            started_at: "2026-01-01T00:00:00Z".into(),
+            argv: vec!["node".into()],
+            stop_signal: libc::SIGTERM,
+            grace_ms: 100,
+        }
+    }
+
+    #[test]
+    fn empty_group_is_gone() {
+        assert_eq!(identify(&live(100, 5), Some(5), vec![]), Found::Gone);
+    }
+
+    #[test]
+    fn leader_with_the_recorded_start_time_is_ours() {
+        assert_eq!(
+            identify(&live(100, 5), Some(5), vec![100, 101]),
+            Found::Ours(vec![100, 101])
+        );
+    }
+
+    #[test]
+    fn pid_reused_by_another_program_is_untouched() {
+        assert_eq!(identify(&live(100, 5), Some(9), vec![100]), Found::Reused);
+    }
+
+    #[test]
+    fn group_outliving_its_leader_is_still_ours() {
+        assert_eq!(
+            identify(&live(100, 5), None, vec![101, 102]),
+            Found::Ours(vec![101, 102])
+        );
+    }
+}
