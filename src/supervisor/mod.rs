@@ -398,7 +398,7 @@ impl Supervisor {
 
     /// Collects every ended child and moves the runs whose leader ended forward.
     fn reap_all(&mut self) {
-        for (pid, status) in process::reap() {
+        for (pid, status) in process::watch::reap_and_deliver() {
             let Some(name) = self.leaders.remove(&pid) else {
                 // A grandchild re-parented to paiosd, reaped so it does not linger as a zombie.
                 continue;

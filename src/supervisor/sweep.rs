@@ -82,7 +82,7 @@ pub fn sweep(runs: Vec<LiveRun>) -> Vec<Swept> {
     let mut delay = Duration::from_millis(1);
     loop {
         // Whatever of theirs was re-parented to paiosd is reaped so it does not count as alive.
-        let _ = process::reap();
+        let _ = process::watch::reap_and_deliver();
         let mut pending = false;
         for s in swept
             .iter_mut()

@@ -1,0 +1,346 @@
+//! The supervisor benchmark: prints, from one run, the figures the peers are measured
+//! on (../shared/peers): restart latency added beyond the configured backoff, the time
+//! to stop 200 services of which 20 ignore SIGTERM, paiosd's idle RSS and CPU with 200
+//! services, and `paiosctl status` round trips. It asserts nothing about speed.
+//!
+//! Run: `cargo build --release --bins --examples && target/release/examples/bench [--idle SECS] [--crashes N]`
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Bins {
+    paiosd: PathBuf,
+    paiosctl: PathBuf,
+    fixture: PathBuf,
+}
+
+fn bins() -> Bins {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let examples = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    let profile = examples.parent().map(Path::to_path_buf).unwrap_or_default();
+    Bins {
+        paiosd: profile.join("paiosd"),
+        paiosctl: profile.join("paiosctl"),
+        fixture: examples.join("fixture"),
+    }
+}
+
+/// A scratch config/state/log tree, removed on drop.
+struct Scratch {
+    root: PathBuf,
+}
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let root = std::env::temp_dir().join(format!("paios-bench-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("config/services.d")).expect("scratch dir");
+        Scratch { root }
+    }
+    fn service(&self, name: &str, body: &str) {
+        fs::write(
+            self.root.join(format!("config/services.d/{name}.toml")),
+            body,
+        )
+        .expect("service file");
+    }
+    fn args(&self) -> Vec<String> {
+        [
+            "--config-dir",
+            "config",
+            "--state-dir",
+            "state",
+            "--log-dir",
+            "logs",
+        ]
+        .chunks(2)
+        .flat_map(|kv| {
+            [
+                kv[0].to_string(),
+                self.root.join(kv[1]).display().to_string(),
+            ]
+        })
+        .collect()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+/// paiosd under test; SIGKILLed with its groups on drop if still running.
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(bins: &Bins, scratch: &Scratch) -> Daemon {
+        let child = Command::new(&bins.paiosd)
+            .args(scratch.args())
+            .env("PAIOS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start paiosd");
+        Daemon { child }
+    }
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+    fn terminate(&mut self) -> Duration {
+        let t0 = Instant::now();
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let _ = self.child.wait();
+        t0.elapsed()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn wait_for(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    f()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// (RSS bytes, CPU ticks) of `pid`.
+fn usage(pid: i32) -> (u64, u64) {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    (rss_kb * 1024, ticks)
+}
+
+fn restart_latency(bins: &Bins, crashes: usize, out: &mut String) {
+    for (label, python) in [
+        ("rust fixture", false),
+        ("python fixture (as the peers)", true),
+    ] {
+        let scratch = Scratch::new(if python { "restart-py" } else { "restart" });
+        let log = scratch.root.join("starts.log");
+        let command = if python {
+            let script = scratch.root.join("crash.py");
+            fs::write(
+                &script,
+                "import os, sys, time\nt0 = time.time_ns()\nfd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)\nos.write(fd, ('start %d %d\\n' % (os.getpid(), t0)).encode())\nos.write(fd, ('exit %d %d\\n' % (os.getpid(), time.time_ns())).encode())\nos.close(fd)\nos._exit(1)\n",
+            )
+            .expect("script");
+            format!(
+                "command = [\"python3\", \"{}\", \"{}\"]\n",
+                script.display(),
+                log.display()
+            )
+        } else {
+            format!(
+                "command = [\"{}\", \"crasher\", \"1\", \"0\"]\nenv = {{ FIXTURE_LOG = \"{}\" }}\n",
+                bins.fixture.display(),
+                log.display()
+            )
+        };
+        scratch.service(
+            "crash",
+            &format!(
+                "{command}[restart]\npolicy = \"always\"\nbackoff = {{ initial = \"1ms\", max = \"1ms\", factor = 1.0, jitter = 0.0 }}\nlimit = {{ burst = 1000000, window = \"1m\", cooldown = \"1s\" }}\n"
+            ),
+        );
+        let mut daemon = Daemon::start(bins, &scratch);
+        let starts = |l: &Vec<String>| l.iter().filter(|x| x.starts_with("start ")).count();
+        wait_for(Duration::from_secs(120), || starts(&lines(&log)) > crashes);
+        daemon.terminate();
+        let mut exit_at: Option<i128> = None;
+        let mut gaps = Vec::new();
+        for line in lines(&log) {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            let Some(ns) = parts.get(2).and_then(|v| v.parse::<i128>().ok()) else {
+                continue;
+            };
+            match parts[0] {
+                "exit" => exit_at = Some(ns),
+                "start" => {
+                    if let Some(e) = exit_at.take() {
+                        // Minus the configured 1 ms backoff: what paiosd adds.
+                        gaps.push((ns - e) as f64 / 1e6 - 1.0);
+                    }
+                }
+                _ => {}
+            }
+        }
+        gaps.sort_by(f64::total_cmp);
+        let _ = writeln!(
+            out,
+            "restart latency added beyond the backoff ({label}, {} restarts): median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            gaps.len(),
+            percentile(&gaps, 0.5),
+            percentile(&gaps, 0.99),
+            gaps.last().copied().unwrap_or(f64::NAN)
+        );
+    }
+}
+
+fn two_hundred(bins: &Bins, idle: u64, out: &mut String) {
+    let scratch = Scratch::new("200");
+    let pids = scratch.root.join("pids.log");
+    for i in 0..200 {
+        let mode = if i < 20 { "stubborn" } else { "sleeper" };
+        scratch.service(
+            &format!("svc{i:03}"),
+            &format!(
+                "command = [\"{}\", \"{mode}\"]\nenv = {{ FIXTURE_PIDS = \"{}\" }}\n[stop]\ngrace = \"2s\"\n",
+                bins.fixture.display(),
+                pids.display()
+            ),
+        );
+    }
+    let t0 = Instant::now();
+    let mut daemon = Daemon::start(bins, &scratch);
+    let all_up = wait_for(Duration::from_secs(60), || lines(&pids).len() >= 200);
+    let _ = writeln!(
+        out,
+        "start of 200 services: {} ms{}",
+        t0.elapsed().as_millis(),
+        if all_up { "" } else { " (not all started!)" }
+    );
+
+    // Status round trips, whole paiosctl process each time.
+    let mut rtts = Vec::new();
+    for _ in 0..100 {
+        let t = Instant::now();
+        let ok = Command::new(&bins.paiosctl)
+            .args(scratch.args())
+            .arg("status")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            rtts.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    rtts.sort_by(f64::total_cmp);
+    let _ = writeln!(
+        out,
+        "paiosctl status with 200 services ({} ok of 100): median {:.2} ms, p99 {:.2} ms",
+        rtts.len(),
+        percentile(&rtts, 0.5),
+        percentile(&rtts, 0.99)
+    );
+
+    // Idle cost.
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, ticks0) = usage(daemon.pid());
+    std::thread::sleep(Duration::from_secs(idle));
+    let (rss, ticks1) = usage(daemon.pid());
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let cpu_ms_per_min = (ticks1 - ticks0) as f64 * 1000.0 / hz * 60.0 / idle as f64;
+    let _ = writeln!(
+        out,
+        "paiosd idle with 200 services over {idle} s: RSS {:.1} MiB, CPU {:.1} ms per minute (tick resolution {:.0} ms)",
+        rss as f64 / (1024.0 * 1024.0),
+        cpu_ms_per_min,
+        1000.0 / hz
+    );
+
+    // Stop everything: 20 of them ignore SIGTERM, grace 2 s.
+    let recorded: BTreeSet<i32> = lines(&pids)
+        .iter()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    let took = daemon.terminate();
+    let survivors = recorded.iter().filter(|p| alive(**p)).count();
+    let _ = writeln!(
+        out,
+        "stop of 200 services (20 ignore SIGTERM, grace 2 s): {} ms, survivors {survivors} of {}",
+        took.as_millis(),
+        recorded.len()
+    );
+    for pid in recorded.iter().filter(|p| alive(**p)) {
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+}
+
+fn main() {
+    let mut idle = 60;
+    let mut crashes = 300;
+    let args: Vec<String> = std::env::args().collect();
+    for pair in args.windows(2) {
+        match pair[0].as_str() {
+            "--idle" => idle = pair[1].parse().unwrap_or(idle),
+            "--crashes" => crashes = pair[1].parse().unwrap_or(crashes),
+            _ => {}
+        }
+    }
+    let bins = bins();
+    for b in [&bins.paiosd, &bins.paiosctl, &bins.fixture] {
+        if !b.exists() {
+            eprintln!(
+                "missing {}: run `cargo build --release --bins --examples` first",
+                b.display()
+            );
+            std::process::exit(2);
+        }
+    }
+    let mut out = String::new();
+    restart_latency(&bins, crashes, &mut out);
+    two_hundred(&bins, idle, &mut out);
+    print!("{out}");
+}
