@@ -4,6 +4,8 @@
 //! Every OS-specific read lives in `linux.rs` or `macos.rs`; everything else here is
 //! portable. The supervisor never touches a PID without going through this module.
 
+pub mod watch;
+
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::OwnedFd;
