@@ -194,7 +194,10 @@ fn record_pid() {
 
 fn log_event(what: &str) {
     if let Ok(path) = std::env::var("FIXTURE_LOG") {
-        append(&path, &format!("{what} {} {}", std::process::id(), unix_ns()));
+        append(
+            &path,
+            &format!("{what} {} {}", std::process::id(), unix_ns()),
+        );
     }
 }
 
@@ -259,8 +262,9 @@ fn serve(listener: &TcpListener, answer: bool) -> ! {
                 Ok(n) => request.extend_from_slice(&buf[..n]),
             }
         }
-        let _ = stream
-            .write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n");
+        let _ = stream.write_all(
+            b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n",
+        );
     }
 }
 

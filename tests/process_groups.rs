@@ -36,7 +36,9 @@ fn start(guard: &mut GroupGuard, spec: &SpawnSpec) -> (Spawned, LineReader) {
     guard.spawned(&spawned);
     let stdout = std::mem::replace(
         &mut spawned.stdout,
-        std::fs::File::open("/dev/null").expect("open /dev/null").into(),
+        std::fs::File::open("/dev/null")
+            .expect("open /dev/null")
+            .into(),
     );
     (spawned, LineReader::new(stdout))
 }
@@ -90,7 +92,9 @@ fn stubborn_survives_term_and_dies_on_kill() {
 
     process::signal_group(run.pgid, libc::SIGTERM).unwrap();
     assert!(
-        !wait_until(Duration::from_millis(200), || !process::group_alive(run.pgid)),
+        !wait_until(Duration::from_millis(200), || !process::group_alive(
+            run.pgid
+        )),
         "SIGTERM is ignored, the group must still be there"
     );
     assert!(process::is_alive(run.leader));
@@ -114,7 +118,10 @@ fn group_outlives_its_leader_until_grandchildren_are_killed() {
 
     assert!(wait_until(WAIT, || !process::is_alive(run.leader)));
     // The leader is our unreaped zombie now; the group lives on without it.
-    assert_eq!(process::proc_info(run.leader.pid).map(|p| p.state), Some('Z'));
+    assert_eq!(
+        process::proc_info(run.leader.pid).map(|p| p.state),
+        Some('Z')
+    );
     assert!(process::group_alive(run.pgid));
     let members: BTreeSet<i32> = process::group_members(run.pgid).into_iter().collect();
     assert_eq!(members, descendants);
@@ -251,7 +258,10 @@ fn missing_cwd_is_a_clear_error() {
     let err = process::spawn(&s).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
     let msg = err.to_string();
-    assert!(msg.contains("gone") && msg.contains("working directory"), "{msg}");
+    assert!(
+        msg.contains("gone") && msg.contains("working directory"),
+        "{msg}"
+    );
 
     let file = dir.path().join("file");
     std::fs::write(&file, "").unwrap();
@@ -351,7 +361,10 @@ fn child_gets_env_cwd_null_stdin_own_group_and_clean_signals() {
     let lines = out.lines(2, WAIT);
     assert_eq!(
         lines[1],
-        format!("env {}", std::env::var("PATH").unwrap_or_else(|_| "-unset-".into()))
+        format!(
+            "env {}",
+            std::env::var("PATH").unwrap_or_else(|_| "-unset-".into())
+        )
     );
 }
 
@@ -370,7 +383,11 @@ fn output_pipes_carry_stdout_and_stderr_and_are_close_on_exec() {
     let err = LineReader::new(stderr);
     assert_eq!(err.line(WAIT).as_deref(), Some("crash 4"));
     let out = LineReader::new(stdout);
-    assert_eq!(out.line(WAIT), None, "stdout closes empty when the crasher exits");
+    assert_eq!(
+        out.line(WAIT),
+        None,
+        "stdout closes empty when the crasher exits"
+    );
 }
 
 #[test]
@@ -413,11 +430,18 @@ fn list_processes_shows_a_spawned_group() {
     assert_eq!(leader.uid, nix::unistd::getuid().as_raw());
     assert_eq!(leader.argv[1..], ["forker", "1"]);
     assert_eq!(
-        leader.exe.as_deref().map(std::fs::canonicalize).and_then(Result::ok),
+        leader
+            .exe
+            .as_deref()
+            .map(std::fs::canonicalize)
+            .and_then(Result::ok),
         std::fs::canonicalize(fixture_path()).ok()
     );
     for pid in descendants {
-        let p = all.iter().find(|p| p.pid == pid).expect("descendant listed");
+        let p = all
+            .iter()
+            .find(|p| p.pid == pid)
+            .expect("descendant listed");
         assert_eq!(p.pgid, run.pgid);
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{fixture_path, wait_until, GroupGuard, LineReader};
+use common::{fixture_path, wait_until, GroupGuard};
 use paios::process::{self, ExitStatus, SpawnSpec};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -109,7 +109,7 @@ fn subreaper_inherits_abandoned_grandchildren_and_reaps_them() {
         &mut run.stdout,
         std::fs::File::open("/dev/null").unwrap().into(),
     );
-    let out = LineReader::new(stdout);
+    let out = common::LineReader::new(stdout);
     let pids: Vec<i32> = out
         .lines(2, WAIT)
         .iter()

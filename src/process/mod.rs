@@ -125,7 +125,7 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
                 return Err(io::Error::new(
-                    io::ErrorKind::NotADirectory,
+                    io::ErrorKind::InvalidInput,
                     format!(
                         "cannot start {program:?}: working directory {} is not a directory",
                         cwd.display()
