@@ -62,10 +62,10 @@ fn all_pids() -> Vec<i32> {
         .collect()
 }
 
-/// Start time even of a zombie: what `spawn` records right after the fork, when the
-/// leader may already have exited.
-pub(super) fn raw_start_time(pid: i32) -> Option<u64> {
-    read_stat(pid).map(|s| s.start_time)
+/// Start time and state letter, zombies included: `spawn` records the start time right
+/// after the fork, when the leader may already have exited.
+pub(super) fn start_and_state(pid: i32) -> Option<(u64, char)> {
+    read_stat(pid).map(|s| (s.start_time, s.state))
 }
 
 /// `(pid, state)` of every process in group `pgid`, zombies included.

@@ -54,8 +54,9 @@ fn state_of(info: &libc::proc_bsdinfo) -> char {
     }
 }
 
-pub(super) fn raw_start_time(pid: i32) -> Option<u64> {
-    bsd_info(pid).map(|info| start_of(&info))
+/// Start time and state letter, zombies included (see the module note).
+pub(super) fn start_and_state(pid: i32) -> Option<(u64, char)> {
+    bsd_info(pid).map(|info| (start_of(&info), state_of(&info)))
 }
 
 /// Calls a libproc listing function with a growing buffer until the answer fits.

@@ -181,7 +181,7 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
 
     // The leader can have exited already (it is then our zombie until `reap`), and the
     // kernel still keeps its start time, so the identity is always complete.
-    let Some(start) = os::raw_start_time(pid) else {
+    let Some((start, _state)) = os::start_and_state(pid) else {
         let _ = signal_group(pid, libc::SIGKILL);
         return Err(io::Error::other(format!(
             "started {program:?} as PID {pid} but could not read its start time"
@@ -312,8 +312,12 @@ fn group_has_any(pgid: i32) -> bool {
 
 /// The start time of `pid`, or `None` if it is gone or a zombie.
 pub fn start_time(pid: i32) -> Option<u64> {
-    let info = proc_info(pid)?;
-    info.is_live().then_some(info.start_time)
+    if pid <= 0 {
+        return None;
+    }
+    // Only the one stat read: this is on the supervisor's path for every identity check.
+    let (start, state) = os::start_and_state(pid)?;
+    (!matches!(state, 'Z' | 'X')).then_some(start)
 }
 
 /// What the OS shows of `pid`, zombies included; `None` when there is no such process.
