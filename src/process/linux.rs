@@ -70,11 +70,20 @@ pub(super) fn start_and_state(pid: i32) -> Option<(u64, char)> {
 
 /// `(pid, state)` of every process in group `pgid`, zombies included.
 pub(super) fn group_states(pgid: i32) -> Vec<(i32, char)> {
+    all_groups()
+        .into_iter()
+        .filter(|&(_, g, _)| g == pgid)
+        .map(|(pid, _, state)| (pid, state))
+        .collect()
+}
+
+/// `(pid, pgid, state)` of every process, zombies included.
+pub(super) fn all_groups() -> Vec<(i32, i32, char)> {
     all_pids()
         .into_iter()
         .filter_map(|pid| {
             let stat = read_stat(pid)?;
-            (stat.pgid == pgid).then_some((pid, stat.state))
+            Some((pid, stat.pgid, stat.state))
         })
         .collect()
 }

@@ -95,6 +95,17 @@ pub(super) fn group_states(pgid: i32) -> Vec<(i32, char)> {
         .collect()
 }
 
+/// `(pid, pgid, state)` of every process, zombies included.
+pub(super) fn all_groups() -> Vec<(i32, i32, char)> {
+    all_pids()
+        .into_iter()
+        .filter_map(|pid| {
+            let info = bsd_info(pid)?;
+            Some((pid, info.pbi_pgid as i32, state_of(&info)))
+        })
+        .collect()
+}
+
 pub(super) fn rss_bytes(pid: i32) -> Option<u64> {
     let size = std::mem::size_of::<libc::proc_taskinfo>() as libc::c_int;
     let mut info = MaybeUninit::<libc::proc_taskinfo>::zeroed();

@@ -18,7 +18,7 @@ mod macos;
 #[cfg(target_os = "macos")]
 use macos as os;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
@@ -279,6 +279,21 @@ pub fn group_rss(pgid: i32) -> u64 {
         .sum()
 }
 
+/// Resident memory of every process group with live members, in bytes, from one scan
+/// of the process table: what a status listing of many services needs.
+pub fn rss_by_group() -> HashMap<i32, u64> {
+    let mut by_group = HashMap::new();
+    for (pid, pgid, state) in os::all_groups() {
+        if matches!(state, 'Z' | 'X') {
+            continue;
+        }
+        if let Some(rss) = os::rss_bytes(pid) {
+            *by_group.entry(pgid).or_insert(0u64) += rss;
+        }
+    }
+    by_group
+}
+
 /// True when the group has live members and every one of them is stopped (SIGSTOP,
 /// SIGTSTP, or a tracer's stop).
 pub fn group_all_stopped(pgid: i32) -> bool {
@@ -469,6 +484,7 @@ mod tests {
         assert!(list_processes().iter().any(|p| p.pid == me));
         assert!(group_members(info.pgid).contains(&me));
         assert!(group_rss(info.pgid) > 0);
+        assert!(rss_by_group().get(&info.pgid).is_some_and(|&rss| rss > 0));
         assert!(!group_all_stopped(info.pgid));
     }
 
