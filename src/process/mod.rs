@@ -18,7 +18,7 @@ mod macos;
 #[cfg(target_os = "macos")]
 use macos as os;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
@@ -281,8 +281,8 @@ pub fn group_rss(pgid: i32) -> u64 {
 
 /// Resident memory of every process group with live members, in bytes, from one scan
 /// of the process table: what a status listing of many services needs.
-pub fn rss_by_group() -> HashMap<i32, u64> {
-    let mut by_group = HashMap::new();
+pub fn rss_by_group() -> std::collections::HashMap<i32, u64> {
+    let mut by_group = std::collections::HashMap::new();
     for (pid, pgid, state) in os::all_groups() {
         if matches!(state, 'Z' | 'X') {
             continue;
