@@ -55,8 +55,12 @@ fn build_fixture() -> PathBuf {
     };
     if !fresh {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut args = vec!["build", "--quiet", "--example", "fixture"];
+        if dir.ends_with("release") {
+            args.push("--release");
+        }
         let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "--example", "fixture"])
+            .args(&args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("run cargo build --example fixture");
