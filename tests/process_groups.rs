@@ -295,7 +295,8 @@ fn group_rss_counts_resident_memory() {
         "{all:?}"
     );
     process::signal_group(run.pgid, libc::SIGKILL).unwrap();
-    assert!(wait_until(WAIT, || process::group_rss(run.pgid) == 0));
+    assert!(wait_until(WAIT, || !process::group_alive(run.pgid)));
+    assert_eq!(process::group_rss(run.pgid), 0);
     assert!(!process::rss_by_group().contains_key(&run.pgid));
 }
 
