@@ -130,11 +130,13 @@ impl Client {
             return Err(ClientError::Closed);
         }
         if line.last() != Some(&b'\n') {
-            return Err(ClientError::Protocol(if read as u64 >= MAX_RESPONSE_BYTES {
-                "paiosd's answer is too large".into()
-            } else {
-                "paiosd's answer ended in the middle of a line".into()
-            }));
+            return Err(ClientError::Protocol(
+                if read as u64 >= MAX_RESPONSE_BYTES {
+                    "paiosd's answer is too large".into()
+                } else {
+                    "paiosd's answer ended in the middle of a line".into()
+                },
+            ));
         }
         line.pop();
         decode_response(&line).map_err(ClientError::Protocol)
@@ -217,10 +219,7 @@ fn set_cloexec_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
     fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
     let flags = OFlag::from_bits_truncate(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
-    fcntl(
-        fd.as_raw_fd(),
-        FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK),
-    )?;
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     Ok(())
 }
 

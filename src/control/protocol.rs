@@ -179,7 +179,10 @@ pub fn decode_request(line: &[u8]) -> Result<Request, ErrorBody> {
     if let Some(unknown) = keys.iter().find(|k| known.get(k.as_str()).is_none()) {
         return Err(bad(format!(
             "unknown field `{unknown}` in a `{}` request",
-            known.get("op").and_then(serde_json::Value::as_str).unwrap_or("?")
+            known
+                .get("op")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?")
         )));
     }
     Ok(envelope.request)
@@ -384,14 +387,26 @@ mod tests {
             (b"[1,2]", ErrorCode::BadRequest),
             (br#"{"op":"ping"}"#, ErrorCode::BadRequest),
             (br#"{"version":2,"op":"ping"}"#, ErrorCode::VersionMismatch),
-            (br#"{"version":"1","op":"ping"}"#, ErrorCode::VersionMismatch),
+            (
+                br#"{"version":"1","op":"ping"}"#,
+                ErrorCode::VersionMismatch,
+            ),
             (br#"{"version":1,"op":"explode"}"#, ErrorCode::BadRequest),
             (br#"{"version":1}"#, ErrorCode::BadRequest),
             (br#"{"version":1,"op":"ping","x":1}"#, ErrorCode::BadRequest),
-            (br#"{"version":1,"op":"status","names":[],"bogus":1}"#, ErrorCode::BadRequest),
+            (
+                br#"{"version":1,"op":"status","names":[],"bogus":1}"#,
+                ErrorCode::BadRequest,
+            ),
             (br#"{"version":1,"op":"run"}"#, ErrorCode::BadRequest),
-            (br#"{"version":1,"op":"status","names":"kb"}"#, ErrorCode::BadRequest),
-            (b"{\"version\":1,\"op\":\"ping\"\xff}", ErrorCode::BadRequest),
+            (
+                br#"{"version":1,"op":"status","names":"kb"}"#,
+                ErrorCode::BadRequest,
+            ),
+            (
+                b"{\"version\":1,\"op\":\"ping\"\xff}",
+                ErrorCode::BadRequest,
+            ),
         ] {
             let err = decode_request(line).expect_err(&String::from_utf8_lossy(line));
             assert_eq!(err.code, code, "{}", String::from_utf8_lossy(line));

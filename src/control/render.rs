@@ -365,7 +365,10 @@ mod tests {
         task.kind = "task".into();
         task.next_run = Some("2026-01-02T17:00:00Z".into());
         let table = status_table(&[kb, task], now(), true);
-        assert!(table.lines().next().is_some_and(|h| h.ends_with("NEXT RUN")));
+        assert!(table
+            .lines()
+            .next()
+            .is_some_and(|h| h.ends_with("NEXT RUN")));
         assert!(table.contains("\x1b[32mrunning\x1b[0m"), "{table}");
         assert!(table.contains("in 5h ("), "{table}");
     }
@@ -375,7 +378,10 @@ mod tests {
         let rows = [service("a", "failed"), service("b", "stopped")];
         let plain = status_table(&rows, now(), false);
         let coloured = status_table(&rows, now(), true);
-        assert_eq!(coloured.replace("\x1b[31m", "").replace("\x1b[0m", ""), plain);
+        assert_eq!(
+            coloured.replace("\x1b[31m", "").replace("\x1b[0m", ""),
+            plain
+        );
     }
 
     #[test]

@@ -88,7 +88,10 @@ pub fn bind(socket_path: &Path) -> io::Result<UnixListener> {
         let _ = fs::remove_file(&temporary);
         return Err(io::Error::new(
             e.kind(),
-            format!("cannot place control socket at {}: {e}", socket_path.display()),
+            format!(
+                "cannot place control socket at {}: {e}",
+                socket_path.display()
+            ),
         ));
     }
     UnixListener::from_std(listener)
@@ -225,7 +228,10 @@ async fn connection(
         let (_, mut writer) = stream.into_split();
         let answer = Response::error(
             ErrorCode::PermissionDenied,
-            format!("paiosd belongs to UID {me}; UID {} may not control it", cred.uid()),
+            format!(
+                "paiosd belongs to UID {me}; UID {} may not control it",
+                cred.uid()
+            ),
         );
         let _ = answer_with(&mut writer, &answer, &limits).await;
         return;
@@ -459,7 +465,10 @@ mod tests {
             read(b"ok\nhal", 10),
             vec![LineRead::Line(b"ok".to_vec()), LineRead::Truncated]
         );
-        assert_eq!(read(b"0123456789abc", 5), vec![LineRead::TooLarge, LineRead::Eof]);
+        assert_eq!(
+            read(b"0123456789abc", 5),
+            vec![LineRead::TooLarge, LineRead::Eof]
+        );
     }
 
     #[test]
