@@ -118,9 +118,16 @@ impl Client {
         };
         let stream = self.reader.get_mut();
         stream.set_read_timeout(read_timeout)?;
-        stream
-            .write_all(&encode_request(request))
-            .map_err(|e| self.timed_out(e))?;
+        if let Err(e) = stream.write_all(&encode_request(request)) {
+            // paiosd may refuse (a foreign UID, a flood) and close before reading; its
+            // answer is still waiting to be read and says why.
+            if !matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) {
+                return Err(self.timed_out(e));
+            }
+        }
         let mut line = Vec::new();
         let read = (&mut self.reader)
             .take(MAX_RESPONSE_BYTES)
