@@ -268,6 +268,19 @@ fn answer(request: Request) -> Response {
             ErrorCode::UnknownService,
             "no service named `kbb`; did you mean `kb`?",
         ),
+        Request::Status { names } if names == ["bench-200"] => Response::Ok(Reply::Status {
+            services: (0..200)
+                .map(|i| {
+                    let mut r = row(&format!("service-{i:03}"), "service", "running");
+                    r.pid = Some(10_000 + i);
+                    r.pgid = r.pid;
+                    r.uptime_s = Some(3_600 + i as u64);
+                    r.rss_bytes = Some(40 << 20);
+                    r.health = Some("healthy".into());
+                    r
+                })
+                .collect(),
+        }),
         Request::Status { .. } => {
             let mut kb = row("kb", "service", "running");
             kb.pid = Some(1234);
@@ -445,4 +458,26 @@ fn reload_run_ping_and_version_print_the_reply() {
 
     let out = d.run(&["version"]);
     assert!(text(&out.stdout).contains("paiosd 9.9.9 (pid 4242)"));
+}
+
+/// Prints the whole-process round trip of `paiosctl status` over 200 services (the
+/// socket, the protocol and the rendering; the daemon side here is a fixed answer).
+/// Run with `cargo test --release --test control_cli -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: prints figures"]
+fn benchmark_status_round_trip_200_services() {
+    let d = FakeDaemon::start();
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let started = std::time::Instant::now();
+        let out = d.run(&["status", "bench-200"]);
+        times.push(started.elapsed());
+        assert_eq!(out.status.code(), Some(0));
+    }
+    times.sort();
+    println!(
+        "paiosctl status, 200 services, whole process: median {:?}, p99 {:?}",
+        times[times.len() / 2],
+        times[times.len() * 99 / 100]
+    );
 }
