@@ -165,6 +165,18 @@ fn the_man_page_is_printed_or_written() {
 }
 
 #[test]
+fn logs_refuses_a_name_that_is_a_path() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = paiosctl(state.path(), &["logs", "../../etc/passwd"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not a service name"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn logs_all_without_a_log_dir_fails_with_the_path() {
     let state = tempfile::tempdir().expect("tempdir");
     let missing = state.path().join("no-logs-here");
@@ -258,6 +270,9 @@ fn row(name: &str, kind: &str, state: &str) -> ServiceStatus {
     }
 }
 
+/// The PID the fake paiosd reports in its `shutdown` answer (0: it refuses).
+static SHUTDOWN_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 fn answer(request: Request) -> Response {
     match request {
         Request::Ping => Response::Ok(Reply::Pong {
@@ -340,7 +355,10 @@ fn answer(request: Request) -> Response {
             ErrorCode::Busy,
             format!("{name} is already running (pid 88)"),
         ),
-        Request::Shutdown => Response::error(ErrorCode::ShuttingDown, "already shutting down"),
+        Request::Shutdown => match SHUTDOWN_PID.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => Response::error(ErrorCode::ShuttingDown, "already shutting down"),
+            pid => Response::Ok(Reply::ShuttingDown { pid }),
+        },
     }
 }
 
@@ -480,4 +498,56 @@ fn benchmark_status_round_trip_200_services() {
         times[times.len() / 2],
         times[times.len() * 99 / 100]
     );
+}
+
+/// A stand-in for paiosd's process in the shutdown test, killed and reaped in Drop.
+struct Sleeper(std::process::Child);
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn shutdown_returns_once_paiosd_has_exited() {
+    let d = FakeDaemon::start();
+    // "paiosd" is a sleep child holding nothing; the lock is held by this test, as the
+    // real paiosd holds it until it exits.
+    let mut paiosd = Sleeper(Command::new("sleep").arg("300").spawn().expect("sleep"));
+    SHUTDOWN_PID.store(paiosd.0.id(), std::sync::atomic::Ordering::SeqCst);
+    let lock = match paios::lock::acquire(&d.state.path().join("paiosd.lock")).expect("lock") {
+        paios::lock::Acquired::Held(lock) => lock,
+        paios::lock::Acquired::Busy { .. } => panic!("lock busy"),
+    };
+    let state = d.state.path().to_path_buf();
+    let waiter = std::thread::spawn(move || paiosctl(&state, &["shutdown", "--timeout", "20"]));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!waiter.is_finished(), "returned while paiosd still ran");
+    // The lock goes first; the process is not reaped yet (a zombie still has its PID).
+    drop(lock);
+    let _ = paiosd.0.kill();
+    let out = waiter.join().expect("thread");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("has exited"),
+        "{}",
+        text(&out.stdout)
+    );
+    let _ = paiosd.0.wait();
+
+    // Timing out says so and fails.
+    let mut still = Sleeper(Command::new("sleep").arg("300").spawn().expect("sleep"));
+    SHUTDOWN_PID.store(still.0.id(), std::sync::atomic::Ordering::SeqCst);
+    let _lock = paios::lock::acquire(&d.state.path().join("paiosd.lock")).expect("lock");
+    let out = d.run(&["shutdown", "--timeout", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("still runs"),
+        "{}",
+        text(&out.stderr)
+    );
+    let _ = still.0.kill();
+    SHUTDOWN_PID.store(0, std::sync::atomic::Ordering::SeqCst);
 }

@@ -364,6 +364,12 @@ fn shutdown(dirs: &Dirs, timeout: Duration, json: bool) -> Outcome {
     }
     let deadline = Instant::now() + timeout;
     loop {
+        // The PID first: once paiosd is gone this never touches the lock, so a paiosd
+        // started right after cannot meet paiosctl's momentary probe and think another
+        // instance runs. The lock covers a paiosd that exited but is not yet reaped.
+        if process_gone(pid) {
+            break;
+        }
         match lock_released(&dirs.lock_file()) {
             Ok(true) => break,
             Ok(false) => {}
@@ -392,6 +398,16 @@ fn shutdown(dirs: &Dirs, timeout: Duration, json: bool) -> Outcome {
     }
 }
 
+fn process_gone(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
 /// Whether nobody holds the instance lock. Opens the file read-only and takes a shared
 /// lock for a moment, so the file's content (the holder's PID) is left alone.
 fn lock_released(path: &Path) -> io::Result<bool> {
@@ -408,8 +424,23 @@ fn lock_released(path: &Path) -> io::Result<bool> {
     }
 }
 
+/// Service names are file stems of letters, digits, `-` and `_`; anything else would
+/// make a log path outside the log directory.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 fn logs(dir: &Path, args: &LogsArgs, json: bool) -> Outcome {
     let names: Vec<String> = match &args.name {
+        Some(name) if !valid_name(name) => {
+            return Err(failure(
+                "bad_request",
+                format!("`{name}` is not a service name (letters, digits, `-`, `_`)"),
+            ))
+        }
         Some(name) => vec![name.clone()],
         None => logged_services(dir)?,
     };
@@ -467,7 +498,7 @@ fn logged_services(dir: &Path) -> Result<Vec<String>, Failure> {
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
             name.strip_suffix(".log")
-                .filter(|stem| !stem.is_empty())
+                .filter(|stem| valid_name(stem))
                 .map(str::to_string)
         })
         .collect();
