@@ -210,12 +210,21 @@ pub(crate) fn open_writable(
     busy_timeout: Duration,
     check_integrity: bool,
 ) -> Result<Opened, LedgerError> {
-    let first = open_and_migrate(path, busy_timeout, check_integrity);
+    // Checked before SQLite sees the file: SQLite would otherwise open the `-wal` beside
+    // a file it cannot read and delete it on close, losing evidence the user may want.
+    let first = match header_problem(path) {
+        Some(problem) => Err(LedgerError::Corrupt {
+            path: path.to_path_buf(),
+            detail: problem,
+        }),
+        None => open_and_migrate(path, busy_timeout, check_integrity),
+    };
     let (conn, moved_aside) = match first {
         Ok(conn) => (conn, None),
         Err(err) if err.is_corrupt() => {
             let reason = match &err {
                 LedgerError::Sqlite { source, .. } => source.to_string(),
+                LedgerError::Corrupt { detail, .. } => detail.clone(),
                 other => other.to_string(),
             };
             let to = move_aside(path)?;
@@ -232,6 +241,21 @@ pub(crate) fn open_writable(
         rows: u64::try_from(rows).unwrap_or(0),
         moved_aside,
     })
+}
+
+/// `Some(why)` when `path` exists, is not empty, and does not start with SQLite's magic
+/// header. An unreadable file is left for SQLite to report.
+fn header_problem(path: &Path) -> Option<String> {
+    use std::io::Read;
+    const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut head = Vec::with_capacity(16);
+    file.by_ref().take(16).read_to_end(&mut head).ok()?;
+    if head.is_empty() || head == MAGIC {
+        None
+    } else {
+        Some("file is not a database (it does not start with the SQLite header)".into())
+    }
 }
 
 fn open_and_migrate(
