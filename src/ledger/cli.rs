@@ -25,7 +25,6 @@ const HUMAN_LIMIT: u64 = 50;
 
 /// The arguments of `paiosctl ledger`.
 #[derive(Debug, Clone, clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct LedgerArgs {
     /// Only this service or task (`paiosd` for the daemon's own events).
     pub name: Option<String>,
@@ -148,6 +147,15 @@ impl From<io::Error> for Failure {
 }
 
 fn filter_from(args: &LedgerArgs, json: bool, now: DateTime<Utc>) -> Result<Filter, String> {
+    if args.command.is_some()
+        && (args.name.is_some()
+            || args.since.is_some()
+            || !args.outcome.is_empty()
+            || args.crashes
+            || args.limit.is_some())
+    {
+        return Err("`show ID` takes no NAME or filters: `paiosctl ledger show ID`".into());
+    }
     if let Some(name) = &args.name {
         if !is_name(name) {
             return Err(format!(
