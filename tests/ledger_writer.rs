@@ -347,15 +347,18 @@ fn a_corrupt_ledger_is_moved_aside_and_a_fresh_one_says_so() {
     );
 }
 
-/// Holds SQLite's write lock from another connection, as another process would.
-struct WriteLock(Connection);
+/// Holds SQLite's write lock from another connection, as another process would; the
+/// lock goes with the connection when dropped.
+struct WriteLock {
+    _conn: Connection,
+}
 
 impl WriteLock {
     fn take(path: &Path) -> WriteLock {
         let conn = Connection::open(path).unwrap();
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        WriteLock(conn)
+        WriteLock { _conn: conn }
     }
 }
 
