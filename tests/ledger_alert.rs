@@ -95,12 +95,29 @@ impl Drop for Pids {
 }
 
 /// Present and not a zombie.
+#[cfg(target_os = "linux")]
 fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => match stat.rfind(')') {
             Some(i) => !stat[i + 1..].trim_start().starts_with(['Z', 'X']),
             None => false,
         },
+        Err(_) => false,
+    }
+}
+
+/// Present and not a zombie.
+#[cfg(not(target_os = "linux"))]
+fn alive(pid: i32) -> bool {
+    match std::process::Command::new("ps")
+        .args(["-o", "stat=", "-p", &pid.to_string()])
+        .output()
+    {
+        Ok(out) => {
+            let stat = String::from_utf8_lossy(&out.stdout);
+            let stat = stat.trim();
+            !stat.is_empty() && !stat.starts_with('Z')
+        }
         Err(_) => false,
     }
 }
