@@ -397,8 +397,14 @@ impl Runner {
                 };
             }
             if self.closing.load(Ordering::Acquire) {
+                // A status line already read means the command is done; only its shell's
+                // last moments are left, and those end the group by themselves.
+                let status = std::str::from_utf8(&status_text)
+                    .ok()
+                    .filter(|s| s.ends_with('\n'))
+                    .and_then(|s| s.trim().parse::<i32>().ok());
                 return Report {
-                    status: Collected::Closing,
+                    status: status.map_or(Collected::Closing, Collected::Status),
                     output,
                 };
             }

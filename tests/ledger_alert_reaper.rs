@@ -109,7 +109,7 @@ fn statuses_arrive_even_when_another_thread_reaps_every_child() {
 
     let ok = alerter(
         &ledger,
-        &format!("touch {}", marker.display()),
+        &format!("echo x >> {}", marker.display()),
         Duration::from_secs(10),
     );
     let failing = alerter(&ledger, "exit 7", Duration::from_secs(10));
@@ -140,7 +140,20 @@ fn statuses_arrive_even_when_another_thread_reaps_every_child() {
         assert!(Instant::now() < deadline, "no failure records: {d:?}");
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(marker.exists());
+    let runs = || {
+        std::fs::read_to_string(&marker)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    while runs() < 30 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 30 alerts ran",
+            runs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     for a in [&ok, &failing, &hanging] {
         a.close(Duration::from_secs(5));
     }
