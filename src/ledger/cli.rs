@@ -3,7 +3,9 @@
 //!
 //! `paiosctl ledger [NAME] [--since 2h] [--outcome crashed,hung] [--crashes] [--limit N]`
 //! lists entries newest first; `paiosctl ledger show ID` prints one with its crash
-//! context. A service literally named `show` is listed with `paiosctl ledger -- show`.
+//! context (`show` takes no NAME or filters: a usage error, exit 2). A service literally
+//! named `show` is listed with `paiosctl ledger -- show`. `--json` prints one object per
+//! line and, without `--limit`, every match (humans get the newest 50).
 //! With no ledger file yet there is nothing to show, which is not a failure: a note on
 //! stderr (nothing at all with `--json`) and exit 0, so scripts piping `--json` into
 //! another tool see an empty list rather than an error.
