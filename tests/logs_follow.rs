@@ -135,7 +135,7 @@ fn follow_starts_with_the_last_n_lines_then_goes_on() {
 fn follow_all_puts_each_name_in_front() {
     let dir = tempfile::tempdir().unwrap();
     let logs = Logs::start(dir.path());
-    let f = Follower::start(dir.path(), &["a", "bb"], 0, true);
+    let f = Follower::start(dir.path(), &["a", "bb"], ALL, true);
     let s = settings(1 << 20, 5, false, false);
     let mut a = Service::start(&logs, "a", 1, s, "echo from-a");
     let mut b = Service::start(&logs, "bb", 2, s, "echo from-b");
