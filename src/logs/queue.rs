@@ -43,7 +43,8 @@ pub struct State {
 #[derive(Debug)]
 pub struct Queue {
     pub chunks: VecDeque<Vec<u8>>,
-    /// Bytes buffered or being written; never above `bound` plus one marker line.
+    /// Bytes buffered or being written; never above `bound` (a marker line is only
+    /// added below half of it).
     pub bytes: usize,
     pub bound: usize,
     /// The most `bytes` ever was, to show that memory stayed bounded.
@@ -94,19 +95,20 @@ impl Queue {
         true
     }
 
-    /// Buffers the marker for the lines dropped so far, if it fits.
+    /// Buffers the marker for the lines dropped so far once the writer has made room:
+    /// after a drop nothing is buffered until the buffer is down to half its bound, so
+    /// the marker goes in when writing works again rather than into the first sliver
+    /// of space, and a disk that is still full does not scatter markers.
     pub fn offer_marker(&mut self, prefix: &[u8]) -> bool {
         if self.dropped_pending == 0 {
             return true;
         }
+        if self.bytes > self.bound / 2 {
+            return false;
+        }
         let mut line = prefix.to_vec();
         line.extend_from_slice(marker(self.dropped_pending).as_bytes());
         line.push(b'\n');
-        // The marker may exceed the bound by its own few bytes: it is what says the
-        // buffer was full, and it must not wait for room that lines keep taking.
-        if self.bytes >= self.bound {
-            return false;
-        }
         self.dropped_pending = 0;
         self.push(line);
         true
@@ -162,14 +164,18 @@ mod tests {
         q.offer(lines(10, 10), b"");
         q.offer(lines(2, 10), b"");
         assert_eq!(q.dropped_pending, 2);
-        // The writer takes everything out.
+        // The writer takes some out, not enough yet.
+        q.bytes = 60;
+        assert!(!q.offer(b"next\n".to_vec(), b"T "));
+        assert_eq!(q.dropped_pending, 3);
+        // Now it has written enough.
         q.chunks.clear();
         q.bytes = 0;
         assert!(q.offer(b"next\n".to_vec(), b"T "));
         let all: Vec<u8> = q.chunks.iter().flatten().copied().collect();
-        assert_eq!(all, b"T [paios: 2 lines dropped]\nnext\n");
+        assert_eq!(all, b"T [paios: 3 lines dropped]\nnext\n");
         assert_eq!(q.dropped_pending, 0);
-        assert_eq!(q.dropped_total, 2);
+        assert_eq!(q.dropped_total, 3);
     }
 
     #[test]
