@@ -48,7 +48,9 @@ impl Follower {
         let out = Shared::default();
         let (d, s, mut o) = (dir.to_path_buf(), stop.clone(), out.clone());
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let handle = std::thread::spawn(move || follow_with(&d, &names, n, prefix, &Filter::default(), &s, &mut o));
+        let handle = std::thread::spawn(move || {
+            follow_with(&d, &names, n, prefix, &Filter::default(), &s, &mut o)
+        });
         Follower {
             stop,
             out,
@@ -88,8 +90,13 @@ fn follow_started_first_sees_every_line_once_through_rotations_and_a_restart() {
     a.wait(T);
     let mut b = Service::start(&logs, "svc", 2, s, "exec seq 50001 100000");
     b.wait(T);
-    assert!(dir.path().join("svc.log.3").exists(), "expected at least three rotations");
-    wait_for("the follower to reach the last line", T, || f.out.get().ends_with(b"\n100000\n"));
+    assert!(
+        dir.path().join("svc.log.3").exists(),
+        "expected at least three rotations"
+    );
+    wait_for("the follower to reach the last line", T, || {
+        f.out.get().ends_with(b"\n100000\n")
+    });
     let out = f.finish();
     let dropped = check_sequence(&lines(&out), 1, 100000);
     assert_eq!(dropped, logs.dropped("svc"));
@@ -107,8 +114,13 @@ fn follow_keeps_up_with_rotations_while_they_happen() {
     let script = "i=0; while [ $i -lt 30000 ]; do i=$((i+1)); echo $i; done";
     let mut a = Service::start(&logs, "slow", 1, s, script);
     a.wait(T);
-    assert!(dir.path().join("slow.log.5").exists(), "expected many rotations");
-    wait_for("the follower to reach the last line", T, || f.out.get().ends_with(b"\n30000\n"));
+    assert!(
+        dir.path().join("slow.log.5").exists(),
+        "expected many rotations"
+    );
+    wait_for("the follower to reach the last line", T, || {
+        f.out.get().ends_with(b"\n30000\n")
+    });
     let out = f.finish();
     assert_eq!(check_sequence(&lines(&out), 1, 30000), logs.dropped("slow"));
     logs.close();
@@ -121,7 +133,9 @@ fn follow_starts_with_the_last_n_lines_then_goes_on() {
     let s = settings(1 << 20, 5, false, false);
     let mut a = Service::start(&logs, "svc", 1, s, "exec seq 1 100");
     a.wait(T);
-    wait_for("the first run", T, || tail(dir.path(), "svc", 1).unwrap() == vec![b"100".to_vec()]);
+    wait_for("the first run", T, || {
+        tail(dir.path(), "svc", 1).unwrap() == vec![b"100".to_vec()]
+    });
     let f = Follower::start(dir.path(), &["svc"], 3, false);
     wait_for("the tail", T, || f.out.get() == b"98\n99\n100\n");
     let mut b = Service::start(&logs, "svc", 2, s, "exec seq 101 200");
@@ -154,7 +168,10 @@ fn follow_stops_when_output_fails() {
     struct Broken;
     impl Write for Broken {
         fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-            Err(io::Error::new(io::ErrorKind::BrokenPipe, "reader went away"))
+            Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "reader went away",
+            ))
         }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
@@ -171,9 +188,17 @@ fn timestamps_and_stream_marks_have_the_documented_format_and_filter() {
     let dir = tempfile::tempdir().unwrap();
     let logs = Logs::start(dir.path());
     let before = chrono::Utc::now() - chrono::TimeDelta::seconds(1);
-    let mut a = Service::start(&logs, "ts", 1, settings(1 << 20, 5, true, true), "echo out; echo err >&2");
+    let mut a = Service::start(
+        &logs,
+        "ts",
+        1,
+        settings(1 << 20, 5, true, true),
+        "echo out; echo err >&2",
+    );
     a.wait(T);
-    wait_for("both lines", T, || tail(dir.path(), "ts", 5).unwrap().len() == 2);
+    wait_for("both lines", T, || {
+        tail(dir.path(), "ts", 5).unwrap().len() == 2
+    });
     let text = std::fs::read_to_string(dir.path().join("ts.log")).unwrap();
     let mut saw_err = false;
     for line in text.lines() {
@@ -198,7 +223,9 @@ fn timestamps_and_stream_marks_have_the_documented_format_and_filter() {
         since: Some((chrono::Utc::now() + chrono::TimeDelta::hours(1)).fixed_offset()),
         stderr_only: false,
     };
-    assert!(tail_filtered(dir.path(), "ts", 10, &future).unwrap().is_empty());
+    assert!(tail_filtered(dir.path(), "ts", 10, &future)
+        .unwrap()
+        .is_empty());
     let past = Filter {
         since: Some(before.fixed_offset()),
         stderr_only: false,

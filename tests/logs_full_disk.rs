@@ -41,7 +41,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -77,7 +80,12 @@ fn marker_counts(bytes: &[u8]) -> u64 {
     lines(bytes)
         .iter()
         .filter_map(|l| std::str::from_utf8(l).ok())
-        .filter_map(|s| s.strip_prefix("[paios: ")?.strip_suffix(" lines dropped]")?.parse::<u64>().ok())
+        .filter_map(|s| {
+            s.strip_prefix("[paios: ")?
+                .strip_suffix(" lines dropped]")?
+                .parse::<u64>()
+                .ok()
+        })
         .sum()
 }
 
@@ -97,7 +105,10 @@ fn a_full_disk_drops_and_counts_lines_without_slowing_the_service() {
     // The same writer into a pipe drained by cat first, for its own pace.
     let script = "exec seq 1 2000000";
     let t0 = Instant::now();
-    let direct = Command::new("/bin/sh").args(["-c", &format!("{script} | cat >/dev/null")]).status().unwrap();
+    let direct = Command::new("/bin/sh")
+        .args(["-c", &format!("{script} | cat >/dev/null")])
+        .status()
+        .unwrap();
     assert!(direct.success());
     let direct_time = t0.elapsed();
 
@@ -111,30 +122,46 @@ fn a_full_disk_drops_and_counts_lines_without_slowing_the_service() {
     // The disk stays full the whole time: the service must finish anyway.
     while svc.running() {
         peak_seen = peak_seen.max(logs.stats("flood").bytes);
-        assert!(Instant::now() < deadline, "the service was blocked by the full disk");
+        assert!(
+            Instant::now() < deadline,
+            "the service was blocked by the full disk"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     let logged_time = t1.elapsed();
     println!("seq 1 2000000 (14.8 MB): {direct_time:?} through cat, {logged_time:?} through paiosd onto a full disk");
 
     let stats = logs.stats("flood");
-    assert!(stats.dropped > 0, "nothing was dropped on a full disk: {stats:?}");
+    assert!(
+        stats.dropped > 0,
+        "nothing was dropped on a full disk: {stats:?}"
+    );
     assert!(stats.peak <= BUFFER_BOUND, "{stats:?}");
     assert!(peak_seen <= BUFFER_BOUND);
     let grown = peak_rss().saturating_sub(rss_before);
-    println!("peak buffer {} bytes, process peak RSS grew {grown} bytes", stats.peak);
-    assert!(grown < 8 * BUFFER_BOUND as u64, "memory grew by {grown} bytes");
+    println!(
+        "peak buffer {} bytes, process peak RSS grew {grown} bytes",
+        stats.peak
+    );
+    assert!(
+        grown < 8 * BUFFER_BOUND as u64,
+        "memory grew by {grown} bytes"
+    );
 
     // Space returns: what was buffered is written, then the count of what was not.
     std::fs::remove_file(filler).unwrap();
     wait_for("the dropped-lines marker", T, || {
-        marker_counts(&read_all(&dir, "flood")) == logs.dropped("flood") && logs.stats("flood").bytes == 0
+        marker_counts(&read_all(&dir, "flood")) == logs.dropped("flood")
+            && logs.stats("flood").bytes == 0
     });
     let all = read_all(&dir, "flood");
     let ls = lines(&all);
     assert_eq!(marker_counts(&all), logs.dropped("flood"));
     let last = std::str::from_utf8(ls[ls.len() - 1]).unwrap();
-    assert_eq!(last, format!("[paios: {} lines dropped]", logs.dropped("flood")));
+    assert_eq!(
+        last,
+        format!("[paios: {} lines dropped]", logs.dropped("flood"))
+    );
     // The lines kept are in order with none repeated, and the marker accounts for
     // exactly the lines after them.
     let first: u64 = std::str::from_utf8(ls[0]).unwrap().parse().unwrap();

@@ -39,7 +39,10 @@ fn binary_output_is_kept_byte_exact() {
     );
     svc.wait(T);
     wait_for("all bytes", T, || log(&logs_dir, "bin").len() >= data.len());
-    assert!(log(&logs_dir, "bin") == data, "the log differs from what was written");
+    assert!(
+        log(&logs_dir, "bin") == data,
+        "the log differs from what was written"
+    );
     logs.close();
 }
 
@@ -57,7 +60,9 @@ fn a_10_mb_line_is_split_but_every_byte_is_kept_in_order() {
         "seq 1 1600000 | tr -d '\\n'",
     );
     svc.wait(T);
-    let want: Vec<u8> = (1..=1_600_000u64).flat_map(|i| i.to_string().into_bytes()).collect();
+    let want: Vec<u8> = (1..=1_600_000u64)
+        .flat_map(|i| i.to_string().into_bytes())
+        .collect();
     wait_for("the whole line", T, || {
         let got = log(dir.path(), "long");
         got.len() >= want.len() && got.ends_with(b"1600000\n")
@@ -67,7 +72,10 @@ fn a_10_mb_line_is_split_but_every_byte_is_kept_in_order() {
     assert!(pieces.len() >= want.len() / MAX_LINE);
     assert!(pieces.iter().all(|p| p.len() <= MAX_LINE));
     assert!(pieces.concat() == want, "bytes lost or reordered");
-    assert!(dir.path().join("long.log.2").exists(), "expected the line to span rotated files");
+    assert!(
+        dir.path().join("long.log.2").exists(),
+        "expected the line to span rotated files"
+    );
     logs.close();
 }
 
@@ -75,7 +83,13 @@ fn a_10_mb_line_is_split_but_every_byte_is_kept_in_order() {
 fn stdout_and_stderr_share_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let logs = Logs::start(dir.path());
-    let mut svc = Service::start(&logs, "both", 1, settings(1 << 20, 1, false, true), "echo o; echo e >&2");
+    let mut svc = Service::start(
+        &logs,
+        "both",
+        1,
+        settings(1 << 20, 1, false, true),
+        "echo o; echo e >&2",
+    );
     svc.wait(T);
     wait_for("both lines", T, || {
         has_line(dir.path(), "both", b"o") && has_line(dir.path(), "both", b"[stderr] e")
@@ -88,18 +102,34 @@ fn stderr_tail_answers_after_end_of_file() {
     let dir = tempfile::tempdir().unwrap();
     let logs = Logs::start(dir.path());
     let script = "i=0; while [ $i -lt 100 ]; do i=$((i+1)); echo err$i >&2; done; echo out; exit 3";
-    let mut svc = Service::start(&logs, "crash", 7, settings(1 << 20, 1, false, false), script);
+    let mut svc = Service::start(
+        &logs,
+        "crash",
+        7,
+        settings(1 << 20, 1, false, false),
+        script,
+    );
     let started = Instant::now();
     let rx = logs.stderr_tail(7, 5, Duration::from_secs(30));
     let tail = rx.blocking_recv().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(20), "answered by the deadline, not by end of file");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "answered by the deadline, not by end of file"
+    );
     assert_eq!(tail, vec!["err96", "err97", "err98", "err99", "err100"]);
     assert_eq!(svc.wait(T).code(), Some(3));
     // Asked again after the run ended: answered at once from what was kept.
-    let again = logs.stderr_tail(7, 2, Duration::from_secs(30)).blocking_recv().unwrap();
+    let again = logs
+        .stderr_tail(7, 2, Duration::from_secs(30))
+        .blocking_recv()
+        .unwrap();
     assert_eq!(again, vec!["err99", "err100"]);
     // An unknown run: empty, at once.
-    assert!(logs.stderr_tail(999, 5, Duration::from_secs(30)).blocking_recv().unwrap().is_empty());
+    assert!(logs
+        .stderr_tail(999, 5, Duration::from_secs(30))
+        .blocking_recv()
+        .unwrap()
+        .is_empty());
     logs.close();
 }
 
@@ -117,8 +147,13 @@ fn stderr_tail_answers_at_the_deadline_while_the_pipe_stays_open() {
     let started = Instant::now();
     // Dropped receivers must not disturb the thread.
     drop(logs.stderr_tail(1, 5, Duration::from_millis(10)));
-    wait_for("the first line", T, || has_line(dir.path(), "hold", b"first"));
-    let tail = logs.stderr_tail(1, 5, Duration::from_millis(300)).blocking_recv().unwrap();
+    wait_for("the first line", T, || {
+        has_line(dir.path(), "hold", b"first")
+    });
+    let tail = logs
+        .stderr_tail(1, 5, Duration::from_millis(300))
+        .blocking_recv()
+        .unwrap();
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(300), "{waited:?}");
     assert_eq!(tail, vec!["first", "unfinished"]);
@@ -139,7 +174,9 @@ fn a_service_that_closes_stdout_keeps_running_and_logging() {
         settings(1 << 20, 1, false, false),
         "echo before; exec 1>&-; echo still >&2; sleep 0.2; echo later >&2; exec sleep 30",
     );
-    wait_for("the line after stdout closed", T, || has_line(dir.path(), "half", b"later"));
+    wait_for("the line after stdout closed", T, || {
+        has_line(dir.path(), "half", b"later")
+    });
     assert!(svc.running());
     let l = log(dir.path(), "half");
     assert_eq!(lines(&l), vec![&b"before"[..], b"still", b"later"]);
@@ -163,7 +200,10 @@ fn a_grandchild_holding_the_pipe_is_drained_after_the_leader_exits() {
     });
     assert_eq!(lines(&log(dir.path(), "gc"))[0], b"early");
     // The grandchild still holds the pipes: the tail answers at its deadline.
-    let tail = logs.stderr_tail(1, 5, Duration::from_millis(100)).blocking_recv().unwrap();
+    let tail = logs
+        .stderr_tail(1, 5, Duration::from_millis(100))
+        .blocking_recv()
+        .unwrap();
     assert_eq!(tail, vec!["late-err"]);
     logs.close();
 }
@@ -174,8 +214,17 @@ fn attach_after_close_closes_the_pipes() {
     let logs = Logs::start(dir.path());
     logs.close();
     logs.close();
-    let mut svc = Service::start(&logs, "late", 1, settings(1 << 20, 1, false, false), "echo x; echo y");
+    let mut svc = Service::start(
+        &logs,
+        "late",
+        1,
+        settings(1 << 20, 1, false, false),
+        "echo x; echo y",
+    );
     // The shell sees a broken pipe; what matters is that nothing hangs.
     svc.wait(T);
-    assert!(logs.stderr_tail(1, 5, Duration::from_secs(5)).blocking_recv().is_err());
+    assert!(logs
+        .stderr_tail(1, 5, Duration::from_secs(5))
+        .blocking_recv()
+        .is_err());
 }

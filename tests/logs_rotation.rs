@@ -21,9 +21,17 @@ fn full_speed_writer_through_three_rotations_keeps_every_line_once_in_order() {
     let logs = Logs::start(dir.path());
     let max = 160 * 1024;
     // seq 1 100000 writes 588,895 bytes: three rotations at 160 KiB.
-    let mut svc = Service::start(&logs, "fast", 1, settings(max, 5, false, false), "exec seq 1 100000");
+    let mut svc = Service::start(
+        &logs,
+        "fast",
+        1,
+        settings(max, 5, false, false),
+        "exec seq 1 100000",
+    );
     assert!(svc.wait(T).success());
-    wait_for("the last line", T, || last_line_is(dir.path(), "fast", b"100000"));
+    wait_for("the last line", T, || {
+        last_line_is(dir.path(), "fast", b"100000")
+    });
 
     let files = log_files(dir.path(), "fast");
     assert_eq!(files.len(), 4, "three rotations make four files: {files:?}");
@@ -31,7 +39,11 @@ fn full_speed_writer_through_three_rotations_keeps_every_line_once_in_order() {
         let len = std::fs::metadata(f).unwrap().len();
         assert!(len <= max + 7, "{f:?} is {len} bytes");
         let b = std::fs::read(f).unwrap();
-        assert_eq!(b.last(), Some(&b'\n'), "{f:?} does not end on a line boundary");
+        assert_eq!(
+            b.last(),
+            Some(&b'\n'),
+            "{f:?} does not end on a line boundary"
+        );
     }
     let all = read_all(dir.path(), "fast");
     let dropped = check_sequence(&lines(&all), 1, 100000);
@@ -44,9 +56,17 @@ fn keep_is_honoured_and_the_newest_lines_survive() {
     let dir = tempfile::tempdir().unwrap();
     let logs = Logs::start(dir.path());
     let max = 64 * 1024;
-    let mut svc = Service::start(&logs, "kept", 1, settings(max, 2, false, false), "exec seq 1 100000");
+    let mut svc = Service::start(
+        &logs,
+        "kept",
+        1,
+        settings(max, 2, false, false),
+        "exec seq 1 100000",
+    );
     assert!(svc.wait(T).success());
-    wait_for("the last line", T, || last_line_is(dir.path(), "kept", b"100000"));
+    wait_for("the last line", T, || {
+        last_line_is(dir.path(), "kept", b"100000")
+    });
     let files = log_files(dir.path(), "kept");
     assert_eq!(files.len(), 3, "{files:?}");
     assert!(!dir.path().join("kept.log.3").exists());
@@ -71,7 +91,9 @@ fn a_restarted_service_appends_to_the_same_log() {
     a.wait(T);
     let mut b = Service::start(&logs, "svc", 2, s, "exec seq 1001 2000");
     b.wait(T);
-    wait_for("the second run's lines", T, || last_line_is(dir.path(), "svc", b"2000"));
+    wait_for("the second run's lines", T, || {
+        last_line_is(dir.path(), "svc", b"2000")
+    });
     check_sequence(&lines(&read_all(dir.path(), "svc")), 1, 2000);
     logs.close();
 }
@@ -81,10 +103,26 @@ fn an_oversized_existing_log_is_rotated_before_writing() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("old.log"), "x\n".repeat(1000)).unwrap();
     let logs = Logs::start(dir.path());
-    let mut svc = Service::start(&logs, "old", 1, settings(100, 3, false, false), "echo fresh");
+    let mut svc = Service::start(
+        &logs,
+        "old",
+        1,
+        settings(100, 3, false, false),
+        "echo fresh",
+    );
     svc.wait(T);
-    wait_for("the new line", T, || last_line_is(dir.path(), "old", b"fresh"));
-    assert_eq!(std::fs::read(dir.path().join("old.log")).unwrap(), b"fresh\n");
-    assert_eq!(std::fs::metadata(dir.path().join("old.log.1")).unwrap().len(), 2000);
+    wait_for("the new line", T, || {
+        last_line_is(dir.path(), "old", b"fresh")
+    });
+    assert_eq!(
+        std::fs::read(dir.path().join("old.log")).unwrap(),
+        b"fresh\n"
+    );
+    assert_eq!(
+        std::fs::metadata(dir.path().join("old.log.1"))
+            .unwrap()
+            .len(),
+        2000
+    );
     logs.close();
 }

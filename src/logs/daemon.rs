@@ -104,7 +104,10 @@ mod tests {
         for i in 0..10 {
             f.write_all(format!("event {i}\n").as_bytes()).unwrap();
         }
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "event 8\nevent 9\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "event 8\nevent 9\n"
+        );
         assert_eq!(
             std::fs::read_to_string(dir.path().join("paiosd.log.1")).unwrap(),
             "event 6\nevent 7\n"

@@ -28,8 +28,8 @@ pub const TAIL_LINES: usize = 50;
 const TAIL_LINE_BYTES: usize = 2048;
 /// Finished runs whose stderr tail is still kept, for a late `stderr_tail` call.
 const FINISHED_KEPT: usize = 64;
-/// Bytes read from one pipe per wake-up: a full Linux pipe.
-const READ_SIZE: usize = 64 * 1024;
+/// Bytes read from one pipe per wake-up at most.
+const READ_SIZE: usize = 256 * 1024;
 /// How often to try again to write a drop marker while nothing else arrives.
 const MARKER_RETRY: Duration = Duration::from_millis(100);
 /// Reads per pipe when closing, so a service writing forever cannot delay shutdown.
@@ -213,7 +213,12 @@ impl Drain {
                     stdout,
                     stderr,
                 }) => self.attach(name, run_id, settings, stdout, stderr),
-                Ok(Cmd::StderrTail { run_id, n, wait, tx }) => self.stderr_tail(run_id, n, wait, tx),
+                Ok(Cmd::StderrTail {
+                    run_id,
+                    n,
+                    wait,
+                    tx,
+                }) => self.stderr_tail(run_id, n, wait, tx),
                 Ok(Cmd::Close) | Err(TryRecvError::Disconnected) => {
                     self.closing = true;
                     break;
@@ -223,7 +228,14 @@ impl Drain {
         }
     }
 
-    fn attach(&mut self, name: String, run_id: u64, settings: LogSettings, stdout: OwnedFd, stderr: OwnedFd) {
+    fn attach(
+        &mut self,
+        name: String,
+        run_id: u64,
+        settings: LogSettings,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) {
         {
             let mut state = self.shared.lock();
             let q = state
@@ -242,6 +254,8 @@ impl Drain {
             if let Err(e) = nonblock {
                 tracing::warn!(service = %name, error = %e, "cannot make a log pipe non-blocking");
             }
+            #[cfg(target_os = "linux")]
+            super::linux::grow_pipe(&fd);
             self.streams.push(Stream {
                 fd,
                 run_id,
@@ -263,7 +277,13 @@ impl Drain {
         );
     }
 
-    fn stderr_tail(&mut self, run_id: u64, n: usize, wait: Duration, tx: oneshot::Sender<Vec<String>>) {
+    fn stderr_tail(
+        &mut self,
+        run_id: u64,
+        n: usize,
+        wait: Duration,
+        tx: oneshot::Sender<Vec<String>>,
+    ) {
         match self.runs.get_mut(&run_id) {
             Some(run) if run.open > 0 => run.waiters.push(Waiter {
                 n,
@@ -290,7 +310,9 @@ impl Drain {
         let mut stamp: Option<String> = None;
         for &i in idx {
             for _ in 0..reads {
-                let Some(s) = self.streams.get_mut(i) else { break };
+                let Some(s) = self.streams.get_mut(i) else {
+                    break;
+                };
                 let n = match nix::unistd::read(s.fd.as_raw_fd(), &mut self.buf) {
                     Ok(n) => n,
                     Err(Errno::EAGAIN) => break,
@@ -300,7 +322,9 @@ impl Drain {
                         0
                     }
                 };
-                let Some(run) = self.runs.get_mut(&s.run_id) else { break };
+                let Some(run) = self.runs.get_mut(&s.run_id) else {
+                    break;
+                };
                 let prefix = line_prefix(&run.settings, s.stderr, &mut stamp);
                 let marker_prefix = marker_prefix(&run.settings, &mut stamp);
                 let mut framed = Vec::with_capacity(n + 64);
@@ -318,7 +342,8 @@ impl Drain {
                     }
                     run.stderr_partial.clear();
                     let p = s.framer.partial();
-                    run.stderr_partial.extend_from_slice(&p[..p.len().min(TAIL_LINE_BYTES)]);
+                    run.stderr_partial
+                        .extend_from_slice(&p[..p.len().min(TAIL_LINE_BYTES)]);
                 }
                 if !framed.is_empty() {
                     out.push((run.name.clone(), framed, marker_prefix));
@@ -371,7 +396,9 @@ impl Drain {
     }
 
     fn stream_ended(&mut self, run_id: u64) {
-        let Some(run) = self.runs.get_mut(&run_id) else { return };
+        let Some(run) = self.runs.get_mut(&run_id) else {
+            return;
+        };
         run.open = run.open.saturating_sub(1);
         if run.open > 0 {
             return;
@@ -393,8 +420,9 @@ impl Drain {
             if run.waiters.iter().all(|w| w.deadline > now) {
                 continue;
             }
-            let (due, later): (Vec<Waiter>, Vec<Waiter>) =
-                std::mem::take(&mut run.waiters).into_iter().partition(|w| w.deadline <= now);
+            let (due, later): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut run.waiters)
+                .into_iter()
+                .partition(|w| w.deadline <= now);
             run.waiters = later;
             for w in due {
                 let _ = w.tx.send(run.answer(w.n));

@@ -129,7 +129,9 @@ mod tests {
 
     #[test]
     fn long_line_is_split_without_losing_bytes() {
-        let line: Vec<u8> = (0..(MAX_LINE * 3 + 17)).map(|i| b'a' + (i % 26) as u8).collect();
+        let line: Vec<u8> = (0..(MAX_LINE * 3 + 17))
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect();
         let mut data = line.clone();
         data.push(b'\n');
         let pieces: Vec<&[u8]> = data.chunks(5000).collect();

@@ -22,13 +22,19 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::OFlag;
-
 use crate::config::LogSettings;
 
 mod daemon;
 mod drain;
 mod frame;
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+use linux as os;
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(target_os = "macos")]
+use macos as os;
 mod queue;
 mod writer;
 
@@ -63,7 +69,9 @@ struct Inner {
 
 impl fmt::Debug for Logs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Logs").field("dir", &self.inner.dir).finish()
+        f.debug_struct("Logs")
+            .field("dir", &self.inner.dir)
+            .finish()
     }
 }
 
@@ -106,7 +114,7 @@ impl Logs {
 
     /// Starts the log threads, or says why not.
     pub fn try_start(dir: &Path, bound: usize) -> io::Result<Logs> {
-        let (wake_rx, wake_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+        let (wake_rx, wake_tx) = os::wake_pipe()?;
         let (tx, rx) = mpsc::channel();
         let shared: Arc<queue::Shared> = Arc::default();
         let drain = drain::Drain::new(rx, wake_rx, shared.clone(), bound.max(1));
@@ -154,7 +162,14 @@ impl Logs {
     /// Drains a new run's pipes into `NAME.log` until both reach end of file. Never
     /// blocks: the descriptors are handed to the drain thread. After `close()` they
     /// are simply closed.
-    pub fn attach(&self, name: &str, run_id: u64, settings: LogSettings, stdout: OwnedFd, stderr: OwnedFd) {
+    pub fn attach(
+        &self,
+        name: &str,
+        run_id: u64,
+        settings: LogSettings,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) {
         self.send(Cmd::Attach {
             name: name.to_string(),
             run_id,
@@ -168,11 +183,21 @@ impl Logs {
     /// once its pipes reached end of file or `wait` passed, whichever is first; an
     /// unfinished last line is included. An unknown run gets an empty list. Never
     /// blocks the caller, who may drop the receiver.
-    pub fn stderr_tail(&self, run_id: u64, n: usize, wait: Duration) -> tokio::sync::oneshot::Receiver<Vec<String>> {
+    pub fn stderr_tail(
+        &self,
+        run_id: u64,
+        n: usize,
+        wait: Duration,
+    ) -> tokio::sync::oneshot::Receiver<Vec<String>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         // If the thread is gone the sender is dropped with the command and the
         // receiver sees a closed channel.
-        self.send(Cmd::StderrTail { run_id, n, wait, tx });
+        self.send(Cmd::StderrTail {
+            run_id,
+            n,
+            wait,
+            tx,
+        });
         rx
     }
 
@@ -184,26 +209,47 @@ impl Logs {
     /// Buffer figures for `name`.
     pub fn stats(&self, name: &str) -> BufferStats {
         let state = self.inner.shared.lock();
-        state.queues.get(name).map_or_else(BufferStats::default, |q| BufferStats {
-            bytes: q.bytes,
-            peak: q.peak,
-            dropped: q.dropped_total,
-        })
+        state
+            .queues
+            .get(name)
+            .map_or_else(BufferStats::default, |q| BufferStats {
+                bytes: q.bytes,
+                peak: q.peak,
+                dropped: q.dropped_total,
+            })
     }
 
     /// Flushes and stops the log threads: what the pipes hold now is read, unfinished
     /// lines are ended, and buffered lines are written, waiting at most a few seconds
     /// for a failing disk. Later `attach` calls close their pipes.
     pub fn close(&self) {
-        let running = self.inner.tx.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        let running = self
+            .inner
+            .tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
         if !running {
             return;
         }
         self.send(Cmd::Close);
-        self.inner.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
-        self.inner.wake.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.inner
+            .tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        self.inner
+            .wake
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let deadline = Instant::now() + CLOSE_WAIT;
-        let mut done = self.inner.shared.done.lock().unwrap_or_else(|e| e.into_inner());
+        let mut done = self
+            .inner
+            .shared
+            .done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         while !*done {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

@@ -270,7 +270,12 @@ pub fn tail(dir: &Path, name: &str, n: usize) -> io::Result<Vec<Vec<u8>>> {
 }
 
 /// [`tail`] counting only the lines `filter` lets through.
-pub fn tail_filtered(dir: &Path, name: &str, n: usize, filter: &Filter) -> io::Result<Vec<Vec<u8>>> {
+pub fn tail_filtered(
+    dir: &Path,
+    name: &str,
+    n: usize,
+    filter: &Filter,
+) -> io::Result<Vec<Vec<u8>>> {
     let files = scan(dir, name)?;
     Ok(tail_of(&files, n, filter)?.0)
 }
@@ -301,8 +306,22 @@ fn tail_of(files: &[Opened], n: usize, filter: &Filter) -> io::Result<(Vec<Vec<u
 
 /// Prints the last `n` lines, then every new line as it is written, until `out` fails.
 /// `prefix` puts the service name in front of each line (for `--all`).
-pub fn follow(dir: &Path, names: &[String], n: usize, prefix: bool, out: &mut dyn io::Write) -> io::Result<()> {
-    follow_with(dir, names, n, prefix, &Filter::default(), &AtomicBool::new(false), out)
+pub fn follow(
+    dir: &Path,
+    names: &[String],
+    n: usize,
+    prefix: bool,
+    out: &mut dyn io::Write,
+) -> io::Result<()> {
+    follow_with(
+        dir,
+        names,
+        n,
+        prefix,
+        &Filter::default(),
+        &AtomicBool::new(false),
+        out,
+    )
 }
 
 /// [`follow`] with a filter, returning when `stop` is set (checked every poll).
@@ -478,11 +497,22 @@ mod tests {
         write(d.path(), "s.log.1", "c\nd\n");
         write(d.path(), "s.log", "e\nf\npartial");
         let t = tail(d.path(), "s", 5).unwrap();
-        assert_eq!(t, vec![b"b".to_vec(), b"c".to_vec(), b"d".to_vec(), b"e".to_vec(), b"f".to_vec()]);
+        assert_eq!(
+            t,
+            vec![
+                b"b".to_vec(),
+                b"c".to_vec(),
+                b"d".to_vec(),
+                b"e".to_vec(),
+                b"f".to_vec()
+            ]
+        );
         assert_eq!(tail(d.path(), "s", 100).unwrap().len(), 6);
         assert!(tail(d.path(), "s", 0).unwrap().is_empty());
         assert!(tail(d.path(), "missing", 10).unwrap().is_empty());
-        assert!(tail(&PathBuf::from("/nonexistent-paios"), "x", 3).unwrap().is_empty());
+        assert!(tail(&PathBuf::from("/nonexistent-paios"), "x", 3)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -516,10 +546,16 @@ mod tests {
              2026-01-01T12:00:00.000+00:00 [stderr] late\n",
         );
         let since = DateTime::parse_from_rfc3339("2026-01-01T10:30:00Z").unwrap();
-        let f = Filter { since: Some(since), stderr_only: false };
+        let f = Filter {
+            since: Some(since),
+            stderr_only: false,
+        };
         let t = tail_filtered(d.path(), "s", 10, &f).unwrap();
         assert_eq!(t.len(), 3);
-        let f = Filter { since: None, stderr_only: true };
+        let f = Filter {
+            since: None,
+            stderr_only: true,
+        };
         let t = tail_filtered(d.path(), "s", 10, &f).unwrap();
         assert_eq!(t.len(), 2);
         assert!(t[1].ends_with(b"late"));
@@ -529,10 +565,21 @@ mod tests {
 
     #[test]
     fn since_parses_durations_and_times_and_rejects_junk() {
-        let now = DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z").unwrap().to_utc();
-        assert_eq!(parse_since("10m", now).unwrap().to_rfc3339(), "2026-01-01T11:50:00+00:00");
-        assert_eq!(parse_since("1d", now).unwrap().to_rfc3339(), "2025-12-31T12:00:00+00:00");
-        assert_eq!(parse_since("500ms", now).unwrap().timestamp_millis(), now.timestamp_millis() - 500);
+        let now = DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            parse_since("10m", now).unwrap().to_rfc3339(),
+            "2026-01-01T11:50:00+00:00"
+        );
+        assert_eq!(
+            parse_since("1d", now).unwrap().to_rfc3339(),
+            "2025-12-31T12:00:00+00:00"
+        );
+        assert_eq!(
+            parse_since("500ms", now).unwrap().timestamp_millis(),
+            now.timestamp_millis() - 500
+        );
         assert!(parse_since("2026-01-01T11:00:00+01:00", now).is_ok());
         for bad in ["", "m", "10", "10x", "-5m", "99999999999999999999d", "1.5h"] {
             let e = parse_since(bad, now).unwrap_err();
@@ -553,13 +600,23 @@ mod tests {
             partial: Vec::new(),
         };
         let mut buf = Vec::new();
-        std::fs::OpenOptions::new().append(true).open(d.path().join("s.log")).unwrap().write_all(b"two\n").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.path().join("s.log"))
+            .unwrap()
+            .write_all(b"two\n")
+            .unwrap();
         std::fs::rename(d.path().join("s.log"), d.path().join("s.log.1")).unwrap();
         write(d.path(), "s.log", "three\nfo");
         f.step(d.path(), &Filter::default(), &mut buf).unwrap();
         assert_eq!(buf, b"two\nthree\n");
         buf.clear();
-        std::fs::OpenOptions::new().append(true).open(d.path().join("s.log")).unwrap().write_all(b"ur\n").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.path().join("s.log"))
+            .unwrap()
+            .write_all(b"ur\n")
+            .unwrap();
         f.step(d.path(), &Filter::default(), &mut buf).unwrap();
         assert_eq!(buf, b"four\n");
         // Truncated in place.

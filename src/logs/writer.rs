@@ -232,9 +232,9 @@ impl Sink {
     fn write_out(&mut self, name: &str) -> usize {
         let mut total = 0;
         while let Some(chunk) = self.inflight.front() {
-            let (n, result) = self
-                .file
-                .write_lines(&chunk[self.offset..], self.max_size, self.keep);
+            let (n, result) =
+                self.file
+                    .write_lines(&chunk[self.offset..], self.max_size, self.keep);
             total += n;
             self.offset += n;
             if let Err(e) = result {

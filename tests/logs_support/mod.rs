@@ -2,16 +2,34 @@
 //! pipes attached to a real `Logs`, killed by their recorded process group on drop.
 #![allow(dead_code)]
 
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::OFlag;
 use nix::sys::signal::{killpg, Signal};
-use nix::unistd::{pipe2, Pid};
+use nix::unistd::Pid;
 use paios::config::LogSettings;
 use paios::logs::Logs;
+
+/// A close-on-exec pipe, so children other than the one it is meant for do not hold
+/// it open (tests run in parallel threads).
+#[cfg(target_os = "linux")]
+pub fn pipe_cloexec() -> (OwnedFd, OwnedFd) {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn pipe_cloexec() -> (OwnedFd, OwnedFd) {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    use std::os::fd::AsRawFd;
+    let (r, w) = nix::unistd::pipe().unwrap();
+    for fd in [&r, &w] {
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
+    }
+    (r, w)
+}
 
 pub fn settings(max_size: u64, keep: u32, timestamps: bool, streams: bool) -> LogSettings {
     LogSettings {
@@ -31,8 +49,8 @@ pub struct Service {
 
 impl Service {
     pub fn start(logs: &Logs, name: &str, run_id: u64, s: LogSettings, script: &str) -> Service {
-        let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).unwrap();
-        let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        let (out_r, out_w) = pipe_cloexec();
+        let (err_r, err_w) = pipe_cloexec();
         let child = Command::new("/bin/sh")
             .arg("-c")
             .arg(script)
@@ -45,7 +63,11 @@ impl Service {
         // The Command consumed and closed the parent's copies of the write ends.
         let pgid = child.id() as i32;
         logs.attach(name, run_id, s, out_r, err_r);
-        Service { child, pgid, run_id }
+        Service {
+            child,
+            pgid,
+            run_id,
+        }
     }
 
     /// Waits for the leader to exit, failing the test past `timeout`.
@@ -55,7 +77,11 @@ impl Service {
             if let Some(st) = self.child.try_wait().unwrap() {
                 return st;
             }
-            assert!(Instant::now() < deadline, "service {} did not exit in {timeout:?}", self.pgid);
+            assert!(
+                Instant::now() < deadline,
+                "service {} did not exit in {timeout:?}",
+                self.pgid
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -122,12 +148,19 @@ pub fn check_sequence(lines: &[&[u8]], first: u64, last: u64) -> u64 {
     let mut gap = 0;
     for l in lines {
         let s = std::str::from_utf8(l).unwrap();
-        if let Some(n) = s.strip_prefix("[paios: ").and_then(|r| r.strip_suffix(" lines dropped]")) {
+        if let Some(n) = s
+            .strip_prefix("[paios: ")
+            .and_then(|r| r.strip_suffix(" lines dropped]"))
+        {
             gap += n.parse::<u64>().unwrap();
             continue;
         }
         let v: u64 = s.parse().unwrap_or_else(|_| panic!("not a number: {s:?}"));
-        assert_eq!(v, expect + gap, "line out of order or missing (dropped so far {dropped})");
+        assert_eq!(
+            v,
+            expect + gap,
+            "line out of order or missing (dropped so far {dropped})"
+        );
         expect = v + 1;
         dropped += gap;
         gap = 0;
