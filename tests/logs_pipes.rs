@@ -50,7 +50,7 @@ fn binary_output_is_kept_byte_exact() {
 fn a_10_mb_line_is_split_but_every_byte_is_kept_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let logs = Logs::start(dir.path());
-    // The digits of 1..=1600000 without newlines: one line of 10,088,895 bytes,
+    // The digits of 1..=1600000 without newlines: one line of 10,088,896 bytes,
     // ending without `\n`, across rotations of 4 MiB.
     let mut svc = Service::start(
         &logs,

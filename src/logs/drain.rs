@@ -264,17 +264,27 @@ impl Drain {
             });
             open += 1;
         }
-        self.runs.insert(
-            run_id,
-            Run {
-                name,
-                settings,
-                open,
-                tail: VecDeque::new(),
-                stderr_partial: Vec::new(),
-                waiters: Vec::new(),
-            },
-        );
+        match self.runs.get_mut(&run_id) {
+            // The same run attached twice: count its pipes together rather than lose
+            // track of the first pair.
+            Some(run) => {
+                run.open = run.open.saturating_add(open);
+                self.finished.retain(|&r| r != run_id);
+            }
+            None => {
+                self.runs.insert(
+                    run_id,
+                    Run {
+                        name,
+                        settings,
+                        open,
+                        tail: VecDeque::new(),
+                        stderr_partial: Vec::new(),
+                        waiters: Vec::new(),
+                    },
+                );
+            }
+        }
     }
 
     fn stderr_tail(
