@@ -3,8 +3,8 @@
 //! service or the supervisor (promise 10).
 //!
 //! Two threads: `paios-log-drain` polls every pipe and frames lines into a bounded
-//! buffer per service ([`queue`]); `paios-log-write` appends them to the files and
-//! rotates ([`writer`]). A service is never held up by more than its pipe: when the
+//! buffer per service (`queue.rs`); `paios-log-write` appends them to the files and
+//! rotates (`writer.rs`). A service is never held up by more than its pipe: when the
 //! disk does not keep up, the buffer fills, whole lines are dropped and counted, and
 //! `[paios: N lines dropped]` is written where they were once writing works again.
 //!
@@ -12,7 +12,15 @@
 //! necessarily UTF-8), lines over 64 KiB split. With `timestamps`, each line starts
 //! with an RFC 3339 time with milliseconds and the local offset, then a space
 //! (`2026-11-24T13:28:27.123+01:00 `); with `streams`, stderr lines then carry
-//! [`STDERR_MARK`] (`[stderr] `). Stdout and stderr of a run share `NAME.log`.
+//! [`STDERR_MARK`] (`[stderr] `). Stdout and stderr of a run share `NAME.log`. A line
+//! still unfinished when its pipe closes is ended with `\n`; one unfinished while the
+//! pipe stays open waits for its end (a prompt without newline shows up late).
+//!
+//! Rotation: before a line would take `NAME.log` past `max_size`, it becomes
+//! `NAME.log.1` (older ones shift up, past `keep` they are deleted), so every file
+//! ends on a line boundary and holds at most `max_size` bytes, or one line if that
+//! line alone is longer. The file is created 0600; a `NAME.log` removed by hand is
+//! recreated within a second.
 
 use std::fmt;
 use std::io;
