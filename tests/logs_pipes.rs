@@ -228,3 +228,22 @@ fn attach_after_close_closes_the_pipes() {
         .blocking_recv()
         .is_err());
 }
+
+#[test]
+fn dropping_every_handle_flushes_what_was_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = Logs::start(dir.path());
+    let other = logs.clone();
+    let _svc = Service::start(
+        &logs,
+        "gone",
+        1,
+        settings(1 << 20, 1, false, false),
+        "echo whole; printf 'half'; exec sleep 30",
+    );
+    wait_for("the whole line", T, || has_line(dir.path(), "gone", b"whole"));
+    drop(logs);
+    drop(other);
+    // No close(): the last handle going away stops the threads the same way.
+    wait_for("the unfinished line", T, || has_line(dir.path(), "gone", b"half"));
+}
