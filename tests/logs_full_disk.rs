@@ -131,6 +131,9 @@ fn a_full_disk_drops_and_counts_lines_without_slowing_the_service() {
     let logged_time = t1.elapsed();
     println!("seq 1 2000000 (14.8 MB): {direct_time:?} through cat, {logged_time:?} through paiosd onto a full disk");
 
+    // The pipe may still hold what the service wrote last: wait for end of file, so
+    // the count is final before space returns.
+    logs.stderr_tail(svc.run_id, 0, T).blocking_recv().unwrap();
     let stats = logs.stats("flood");
     assert!(
         stats.dropped > 0,
