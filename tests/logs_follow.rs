@@ -161,7 +161,7 @@ fn follow_all_puts_each_name_in_front() {
     b.wait(T);
     wait_for("both lines", T, || {
         let o = String::from_utf8(f.out.get()).unwrap();
-        o.contains("a  | from-a\n") && o.contains("bb | from-b\n")
+        o.contains("a | from-a\n") && o.contains("bb | from-b\n")
     });
     drop(f);
     logs.close();

@@ -334,15 +334,10 @@ pub fn follow_with(
     stop: &AtomicBool,
     out: &mut dyn io::Write,
 ) -> io::Result<()> {
-    let width = if prefix {
-        names.iter().map(|s| s.len()).max().unwrap_or(0)
-    } else {
-        0
-    };
     let mut followers = Vec::with_capacity(names.len());
     let mut buf = Vec::new();
     for name in names {
-        let label = prefix.then(|| format!("{name:width$} | ").into_bytes());
+        let label = prefix.then(|| format!("{name} | ").into_bytes());
         let files = scan(dir, name)?;
         let (lines, end) = tail_of(&files, n, filter)?;
         for line in lines {
