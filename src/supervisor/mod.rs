@@ -11,6 +11,7 @@ mod ops;
 mod order;
 pub mod service;
 pub mod sweep;
+mod tasks;
 pub mod timers;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::{Alert, AlertSettings, Alerter, Sent};
 use crate::config::{self, Config, ServiceConfig};
 use crate::control::protocol::{ErrorBody, ErrorCode, Reply, Request, Response};
 use crate::control::{self, ControlMsg};
@@ -61,11 +63,13 @@ pub async fn run(dirs: Dirs) -> anyhow::Result<()> {
     let ledger = Ledger::open(&dirs.ledger_db(), config.global.ledger);
     let logs = Logs::start(&dirs.logs);
     let (state_db, state_problem) = StateDb::open_or_recreate(&dirs.state_db());
+    let state_db = Some(state_db);
     if let Some(problem) = &state_problem {
         tracing::error!("state database: {problem}");
     }
 
     let mut sup = Supervisor::new(dirs.clone(), config, ledger, logs, state_db);
+    sup.set_alerter();
     sup.record_event(
         "paiosd",
         "daemon",
@@ -111,6 +115,9 @@ pub async fn run(dirs: Dirs) -> anyhow::Result<()> {
     sup.record_event("paiosd", "daemon", "daemon_stop", Some("clean stop".into()));
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    if let Some((_, alerter)) = sup.alerter.take() {
+        alerter.close(Duration::from_secs(2));
+    }
     sup.ledger.close(Duration::from_secs(3));
     sup.logs.close();
     tracing::info!("paiosd stopped; no service process is left");
@@ -135,6 +142,8 @@ pub struct Supervisor {
     ledger: Ledger,
     logs: Logs,
     state_db: Option<StateDb>,
+    /// The alert runner, with the argv it was made for.
+    alerter: Option<(Vec<String>, Alerter)>,
     /// Leader PID → service name, for the reaper.
     leaders: BTreeMap<i32, String>,
     next_run_id: u64,
@@ -164,6 +173,7 @@ impl Supervisor {
             ledger,
             logs,
             state_db,
+            alerter: None,
             leaders: BTreeMap::new(),
             next_run_id: 1,
             ops: Vec::new(),
@@ -183,6 +193,7 @@ impl Supervisor {
                 self.try_start(&name);
             }
         }
+        self.arm_tasks();
     }
 
     /// Ends what a previous paiosd left running, before anything starts (promise 3).
@@ -374,7 +385,7 @@ impl Supervisor {
                     context: Some(format!("{}: {e}", spec.argv.join(" "))),
                 };
                 self.ledger.record(Record::Run(record));
-                self.after_run(name, now, Duration::ZERO, true, false);
+                self.after_run(name, now, Duration::ZERO, "spawn_failed", false);
             }
         }
     }
@@ -571,11 +582,10 @@ impl Supervisor {
             context: None,
         };
         self.record_run(record, run.id);
-        let failed = matches!(outcome, "crashed" | "killed" | "timeout");
         let by_paiosd = run
             .stopping
-            .is_some_and(|s| s.reason != StopReason::LeaderExited);
-        self.after_run(name, exit_at, uptime, failed, by_paiosd);
+            .is_some_and(|s| !matches!(s.reason, StopReason::LeaderExited | StopReason::Timeout));
+        self.after_run(name, exit_at, uptime, outcome, by_paiosd);
     }
 
     /// Decides what follows a run's end: nothing, an immediate start, a backoff, or giving up.
@@ -584,9 +594,10 @@ impl Supervisor {
         name: &str,
         exit_at: Instant,
         uptime: Duration,
-        failed: bool,
+        outcome: &str,
         by_paiosd: bool,
     ) {
+        let failed = !matches!(outcome, "exited" | "stopped");
         let Some(svc) = self.services.get_mut(name) else {
             return;
         };
@@ -597,6 +608,7 @@ impl Supervisor {
         }
         if let Some(cfg) = svc.replacement.take() {
             svc.tracker = crate::policy::RestartTracker::new(cfg.restart);
+            svc.clock = None;
             svc.cfg = cfg;
         }
         if self.shutting_down {
@@ -609,7 +621,16 @@ impl Supervisor {
             self.try_start(name);
             return;
         }
-        if by_paiosd || !svc.want_up || svc.is_task() {
+        if svc.is_task() {
+            if by_paiosd {
+                svc.hold = Hold::None;
+                svc.want_up = false;
+            } else {
+                self.after_task_run(name, exit_at, failed, outcome);
+            }
+            return;
+        }
+        if by_paiosd || !svc.want_up {
             svc.hold = Hold::None;
             return;
         }
@@ -620,7 +641,7 @@ impl Supervisor {
                 self.global.storm.crashes, self.global.storm.window
             );
             tracing::warn!(service = name, "crash storm: {detail}");
-            self.record_event(name, "service", "storm", Some(detail));
+            self.alert(name, "service", "storm", detail);
         }
         let Some(svc) = self.services.get_mut(name) else {
             return;
@@ -664,7 +685,7 @@ impl Supervisor {
                 );
                 tracing::error!(service = name, "gave up: {detail}");
                 self.timers.at(retry_at, Timer::Cooldown(name.to_string()));
-                self.record_event(name, "service", "gave_up", Some(detail));
+                self.alert(name, "service", "gave_up", detail);
             }
         }
     }
@@ -679,7 +700,11 @@ impl Supervisor {
                         s.want_up && matches!(s.hold, Hold::Backoff { until, .. } if until <= now)
                     });
                     if due {
-                        self.try_start(&name);
+                        if self.services.get(&name).is_some_and(Service::is_task) {
+                            self.start_task_run(&name);
+                        } else {
+                            self.try_start(&name);
+                        }
                     }
                 }
                 Timer::Grace(name, id) => self.on_grace_over(&name, id),
@@ -699,7 +724,8 @@ impl Supervisor {
                         self.try_start(&name);
                     }
                 }
-                Timer::Schedule(_) => {}
+                Timer::Schedule(name) => self.on_schedule(&name),
+                Timer::Timeout(name, id) => self.on_timeout(&name, id),
             }
         }
     }
@@ -740,6 +766,40 @@ impl Supervisor {
             detail,
             at: Utc::now().to_rfc3339(),
         }));
+    }
+
+    /// Records an event that people should hear about and runs the alert command.
+    fn alert(&self, service: &str, kind: &str, event: &str, detail: String) {
+        self.record_event(service, kind, event, Some(detail.clone()));
+        if let Some((_, alerter)) = &self.alerter {
+            let sent = alerter.send(Alert {
+                event: event.to_string(),
+                service: service.to_string(),
+                kind: kind.to_string(),
+                detail,
+                at: Utc::now(),
+            });
+            if sent == Sent::Dropped {
+                tracing::warn!(service, event, "alert not run: {sent:?}");
+            }
+        }
+    }
+
+    /// (Re)creates the alert runner when `alert_command` is set or changed.
+    fn set_alerter(&mut self) {
+        let wanted = self.global.alert_command.clone();
+        if self.alerter.as_ref().map(|(argv, _)| Some(argv)) == Some(wanted.as_ref()) {
+            return;
+        }
+        if let Some((_, old)) = self.alerter.take() {
+            old.close(Duration::from_secs(1));
+        }
+        if let Some(argv) = wanted {
+            match Alerter::new(argv.clone(), self.ledger.clone(), AlertSettings::default()) {
+                Ok(alerter) => self.alerter = Some((argv, alerter)),
+                Err(e) => tracing::error!("alert_command cannot be used: {e}"),
+            }
+        }
     }
 
     /// Writes a run record; crashed runs wait (off the actor) for their stderr tail first.
@@ -841,6 +901,7 @@ impl Supervisor {
         }
         let mut report = crate::control::protocol::ReloadReport::default();
         self.global = config.global;
+        self.set_alerter();
         self.config_errors.clear();
         let new: BTreeMap<String, ServiceConfig> = config.services;
         let removed: Vec<String> = self
@@ -893,6 +954,7 @@ impl Supervisor {
                         self.begin_stop(&name, StopReason::Restart);
                     } else {
                         svc.tracker = crate::policy::RestartTracker::new(cfg.restart);
+                        svc.clock = None;
                         svc.cfg = cfg;
                         svc.want_up = enabled;
                         svc.hold = Hold::None;
@@ -907,6 +969,7 @@ impl Supervisor {
         for name in to_start {
             self.try_start(&name);
         }
+        self.arm_tasks();
         let detail = format!(
             "added [{}] removed [{}] restarted [{}]",
             report.added.join(", "),

@@ -194,7 +194,7 @@ impl Supervisor {
             return;
         }
         let after = svc.runs_finished;
-        self.spawn_run(&name);
+        self.start_task_run(&name);
         self.push_op(
             OpKind::Run,
             reply,
@@ -403,7 +403,11 @@ impl Supervisor {
                 }),
                 health: None,
                 rss_bytes: run.map(|r| rss.get(&r.pgid).copied().unwrap_or(0)),
-                next_run: None,
+                next_run: svc
+                    .clock
+                    .as_ref()
+                    .and_then(|c| c.next)
+                    .map(|t| t.to_rfc3339()),
                 detail,
                 enabled: svc.cfg.enabled,
             });

@@ -116,6 +116,8 @@ pub struct Service {
     /// Attempt number and delay for the next run.
     pub next_attempt: u32,
     pub next_delay: Option<Duration>,
+    /// Tasks only: the schedule and the last time handled.
+    pub clock: Option<super::tasks::TaskClock>,
 }
 
 impl Service {
@@ -135,6 +137,7 @@ impl Service {
             removed: false,
             next_attempt: 0,
             next_delay: None,
+            clock: None,
         }
     }
 

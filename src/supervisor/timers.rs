@@ -18,6 +18,8 @@ pub enum Timer {
     Cooldown(String),
     /// A task's scheduled time may have come; re-checked at least every minute.
     Schedule(String),
+    /// Task run `run_id` may have run past its timeout.
+    Timeout(String, u64),
 }
 
 #[derive(Debug, Default)]

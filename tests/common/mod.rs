@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use paios::process;
 
+pub mod daemon;
+
 /// The daemon binary cargo built for this test run.
 pub fn paiosd_path() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_paiosd"))
