@@ -1,0 +1,273 @@
+//! Durations (`500ms`, `1m30s`), sizes (`512KiB`, `10MB`, `1024`) and growth rates
+//! (`10MiB/h`) as written in service files.
+//!
+//! Each parser returns a message that says what was expected, with an example, so
+//! the caller only has to add the file, line and key. Durations are capped at 100
+//! years: larger values would overflow `Instant + Duration` somewhere downstream and
+//! are never what a person meant.
+
+use std::time::Duration;
+
+/// The longest duration accepted anywhere (100 years, in seconds).
+pub const MAX_DURATION_SECS: u64 = 100 * 365 * 86_400;
+
+const DURATION_HELP: &str =
+    "expected a number with a unit (ms, s, m, h, d), e.g. \"500ms\", \"10s\" or \"1m30s\"";
+
+const SIZE_HELP: &str = "expected a whole number of bytes with a unit (B, KiB, MiB, GiB, TiB, \
+     or decimal KB, MB, GB, TB), e.g. \"512KiB\" or \"10MiB\"";
+
+/// Parses `500ms`, `10s`, `5m`, `2h`, `1d` and combinations from largest to smallest
+/// unit (`1h30m`, `1m30s`). `0s` parses; callers that need a positive value check.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.is_empty() {
+        return Err(format!("empty duration: {DURATION_HELP}"));
+    }
+    if s.starts_with('-') {
+        return Err(format!("`{s}` is negative: {DURATION_HELP}"));
+    }
+    // (unit, milliseconds per unit), largest first: the order a combination must follow.
+    const UNITS: [(&str, u64); 5] = [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ];
+    let mut total_ms: u64 = 0;
+    let mut rest = s;
+    let mut last_rank: Option<usize> = None;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(format!("`{s}` is not a duration: {DURATION_HELP}"));
+        }
+        let (num, after) = rest.split_at(digits);
+        let unit_len = after.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let (unit, after) = after.split_at(unit_len);
+        if unit.is_empty() {
+            return Err(if after.is_empty() {
+                format!("`{s}` has no unit: {DURATION_HELP}")
+            } else {
+                format!("`{s}` is not a duration: {DURATION_HELP}")
+            });
+        }
+        let Some(rank) = UNITS.iter().position(|(u, _)| *u == unit) else {
+            return Err(format!("unknown unit `{unit}` in `{s}`: {DURATION_HELP}"));
+        };
+        if last_rank.is_some_and(|last| rank <= last) {
+            return Err(format!(
+                "`{s}`: units must go from largest to smallest, each once, e.g. \"1h30m\""
+            ));
+        }
+        last_rank = Some(rank);
+        let too_large = || format!("`{s}` is too large: at most 36500d");
+        let n: u64 = num.parse().map_err(|_| too_large())?;
+        let ms = n.checked_mul(UNITS[rank].1).ok_or_else(too_large)?;
+        total_ms = total_ms.checked_add(ms).ok_or_else(too_large)?;
+        if total_ms > MAX_DURATION_SECS * 1000 {
+            return Err(too_large());
+        }
+        rest = after;
+    }
+    Ok(Duration::from_millis(total_ms))
+}
+
+/// Parses a size: `512KiB`, `10MiB`, `1GiB`, `2TiB` (powers of 1024), `10KB`, `10MB`,
+/// `1GB`, `1TB` (powers of 1000, as disks are sold), or plain bytes `1024` / `1024B`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    if s.is_empty() {
+        return Err(format!("empty size: {SIZE_HELP}"));
+    }
+    if s.starts_with('-') {
+        return Err(format!("`{s}` is negative: {SIZE_HELP}"));
+    }
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return Err(format!("`{s}` is not a size: {SIZE_HELP}"));
+    }
+    let (num, unit) = s.split_at(digits);
+    let multiplier: u64 = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ if unit.starts_with('.') => {
+            return Err(format!(
+                "`{s}`: fractions are not supported: {SIZE_HELP} (\"1536MiB\" for 1.5GiB)"
+            ))
+        }
+        _ => return Err(format!("unknown unit `{unit}` in `{s}`: {SIZE_HELP}")),
+    };
+    let too_large = || format!("`{s}` is too large");
+    let n: u64 = num.parse().map_err(|_| too_large())?;
+    n.checked_mul(multiplier).ok_or_else(too_large)
+}
+
+/// Parses a growth rate `SIZE/UNIT` (`10MiB/h`, `512KiB/m`, `1GiB/d`) into bytes per
+/// second. Units: `s`, `m`, `h`, `d`.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    const RATE_HELP: &str =
+        "expected a size per time unit (s, m, h, d), e.g. \"10MiB/h\" or \"512KiB/m\"";
+    let Some((size, per)) = s.split_once('/') else {
+        return Err(format!("`{s}` is not a rate: {RATE_HELP}"));
+    };
+    let bytes = parse_size(size).map_err(|e| format!("{e}; {RATE_HELP}"))?;
+    let seconds: f64 = match per {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3_600.0,
+        "d" => 86_400.0,
+        _ => return Err(format!("unknown time unit `{per}` in `{s}`: {RATE_HELP}")),
+    };
+    if bytes == 0 {
+        return Err(format!("`{s}` is zero: {RATE_HELP}"));
+    }
+    Ok(bytes as f64 / seconds)
+}
+
+/// Renders a duration the way a person would write it in a service file.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".to_string();
+    }
+    let mut out = String::new();
+    let mut rest = ms;
+    for (unit, per) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
+        if rest >= per {
+            out.push_str(&format!("{}{unit}", rest / per));
+            rest %= per;
+        }
+    }
+    out
+}
+
+/// Renders a byte count with the largest binary unit that divides it exactly.
+pub fn format_size(bytes: u64) -> String {
+    for (unit, per) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
+        if bytes >= per && bytes % per == 0 {
+            return format!("{}{unit}", bytes / per);
+        }
+    }
+    format!("{bytes}B")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        let cases: &[(&str, u64)] = &[
+            ("500ms", 500),
+            ("10s", 10_000),
+            ("5m", 300_000),
+            ("2h", 7_200_000),
+            ("1d", 86_400_000),
+            ("1m30s", 90_000),
+            ("1h30m", 5_400_000),
+            ("1s500ms", 1_500),
+            ("0s", 0),
+            ("0ms", 0),
+        ];
+        for (s, ms) in cases {
+            assert_eq!(parse_duration(s), Ok(Duration::from_millis(*ms)), "{s}");
+        }
+    }
+
+    #[test]
+    fn bad_durations_say_what_was_expected() {
+        for s in [
+            "",
+            "10",
+            "-5s",
+            "5 s",
+            "5sec",
+            "1.5s",
+            "s",
+            "10x",
+            "30s1m",
+            "1s1s",
+            "99999999999999999999s",
+            "36501d",
+            "1d ",
+        ] {
+            let err = parse_duration(s).expect_err(s);
+            assert!(
+                err.contains("e.g.") || err.contains("at most"),
+                "{s}: {err}"
+            );
+        }
+        assert!(parse_duration("10").unwrap_err().contains("no unit"));
+        assert!(parse_duration("-5s").unwrap_err().contains("negative"));
+        assert!(parse_duration("36500d").is_ok());
+    }
+
+    #[test]
+    fn sizes_parse() {
+        let cases: &[(&str, u64)] = &[
+            ("1024", 1024),
+            ("1024B", 1024),
+            ("512KiB", 512 << 10),
+            ("10MiB", 10 << 20),
+            ("1GiB", 1 << 30),
+            ("2TiB", 2 << 40),
+            ("10KB", 10_000),
+            ("10MB", 10_000_000),
+            ("1GB", 1_000_000_000),
+            ("0", 0),
+        ];
+        for (s, n) in cases {
+            assert_eq!(parse_size(s), Ok(*n), "{s}");
+        }
+        for s in [
+            "",
+            "-1",
+            "1.5GiB",
+            "10mb",
+            "10M",
+            "GiB",
+            "99999999999TiB",
+            "10 MiB",
+        ] {
+            assert!(parse_size(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn rates_parse_to_bytes_per_second() {
+        assert_eq!(parse_rate("10MiB/h"), Ok((10u64 << 20) as f64 / 3600.0));
+        assert_eq!(parse_rate("512KiB/m"), Ok((512u64 << 10) as f64 / 60.0));
+        assert_eq!(parse_rate("1GiB/d"), Ok((1u64 << 30) as f64 / 86_400.0));
+        assert_eq!(parse_rate("1KB/s"), Ok(1000.0));
+        for s in ["10MiB", "10MiB/w", "/h", "0MiB/h", "10MiB/hour", "x/h"] {
+            assert!(parse_rate(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn formatting_round_trips() {
+        for s in ["500ms", "10s", "1m30s", "1d", "0s", "1h1ms"] {
+            assert_eq!(format_duration(parse_duration(s).unwrap()), s);
+        }
+        assert_eq!(format_size(10 << 20), "10MiB");
+        assert_eq!(format_size(1000), "1000B");
+    }
+}
