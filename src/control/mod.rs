@@ -2,10 +2,12 @@
 //!
 //! [`protocol`] holds the message types both binaries share; [`server`] accepts
 //! connections inside paiosd and hands each request to the supervisor actor;
-//! [`client`] is the connecting side used by `paiosctl`.
+//! [`client`] is the connecting side used by `paiosctl`, and [`render`] turns answers
+//! into what a person reads.
 
 pub mod client;
 pub mod protocol;
+pub mod render;
 pub mod server;
 
 use tokio::sync::oneshot;

@@ -66,6 +66,151 @@ fn yes() -> bool {
     true
 }
 
+impl Request {
+    /// Whether the answer comes only when the operation is complete, which may take a
+    /// service's whole stop grace; the client then waits without a read timeout.
+    pub fn waits(&self) -> bool {
+        match self {
+            Request::Start { wait, .. }
+            | Request::Stop { wait, .. }
+            | Request::Restart { wait, .. }
+            | Request::Run { wait, .. } => *wait,
+            Request::Reload => true,
+            Request::Ping | Request::Status { .. } | Request::Shutdown => false,
+        }
+    }
+}
+
+impl Response {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+        Response::Error(ErrorBody {
+            code,
+            message: message.into(),
+        })
+    }
+}
+
+impl ErrorCode {
+    /// The wire name, as in the JSON (`unknown_service`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::VersionMismatch => "version_mismatch",
+            ErrorCode::UnknownService => "unknown_service",
+            ErrorCode::NotApplicable => "not_applicable",
+            ErrorCode::Busy => "busy",
+            ErrorCode::ConfigInvalid => "config_invalid",
+            ErrorCode::Failed => "failed",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Overloaded => "overloaded",
+        }
+    }
+}
+
+/// The hint given whenever the two sides disagree about the protocol.
+pub const VERSION_HINT: &str =
+    "paiosctl and paiosd versions differ; restart paiosd so both come from the same build";
+
+/// One request as a line: JSON and a trailing newline.
+pub fn encode_request(request: &Request) -> Vec<u8> {
+    encode_line(&RequestEnvelope {
+        version: PROTOCOL_VERSION,
+        request: request.clone(),
+    })
+}
+
+/// One response as a line: JSON and a trailing newline.
+pub fn encode_response(response: &Response) -> Vec<u8> {
+    encode_line(&ResponseEnvelope {
+        version: PROTOCOL_VERSION,
+        body: response.clone(),
+    })
+}
+
+fn encode_line<T: Serialize>(value: &T) -> Vec<u8> {
+    // These types hold only strings, numbers and maps with string keys, which always
+    // serialize; the fallback keeps a bug from becoming a panic in paiosd.
+    let mut line = serde_json::to_vec(value).unwrap_or_else(|e| {
+        format!(
+            r#"{{"version":{PROTOCOL_VERSION},"error":{{"code":"bad_request","message":"cannot encode: {}"}}}}"#,
+            e.to_string().replace(['"', '\\'], "'")
+        )
+        .into_bytes()
+    });
+    line.push(b'\n');
+    line
+}
+
+/// Decodes one request line (without its newline). Tells a wrong protocol version
+/// apart from a malformed request so the answer can say to restart paiosd.
+pub fn decode_request(line: &[u8]) -> Result<Request, ErrorBody> {
+    let bad = |message: String| ErrorBody {
+        code: ErrorCode::BadRequest,
+        message,
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| bad(format!("request is not JSON: {e}")))?;
+    let Some(object) = value.as_object() else {
+        return Err(bad("a request is a JSON object".into()));
+    };
+    match object.get("version").map(serde_json::Value::as_u64) {
+        None => return Err(bad(format!("request has no \"version\"; {VERSION_HINT}"))),
+        Some(Some(v)) if v == u64::from(PROTOCOL_VERSION) => {}
+        Some(v) => {
+            let shown = v.map_or_else(|| object["version"].to_string(), |v| v.to_string());
+            return Err(ErrorBody {
+                code: ErrorCode::VersionMismatch,
+                message: format!(
+                    "request speaks protocol version {shown}, paiosd speaks {PROTOCOL_VERSION}: {VERSION_HINT}"
+                ),
+            });
+        }
+    }
+    let keys: Vec<String> = object.keys().cloned().collect();
+    let envelope = serde_json::from_value::<RequestEnvelope>(value)
+        .map_err(|e| bad(format!("not a valid request: {e}")))?;
+    // `flatten` lets serde ignore fields it does not know; a field this paiosd does not
+    // understand (say, from a newer paiosctl) must not be silently dropped, so every key
+    // has to reappear when the request is encoded again.
+    let known = serde_json::to_value(&envelope).unwrap_or_default();
+    if let Some(unknown) = keys.iter().find(|k| known.get(k.as_str()).is_none()) {
+        return Err(bad(format!(
+            "unknown field `{unknown}` in a `{}` request",
+            known
+                .get("op")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?")
+        )));
+    }
+    Ok(envelope.request)
+}
+
+/// Decodes one response line (without its newline), with the version hint when the
+/// answer comes from another protocol version.
+pub fn decode_response(line: &[u8]) -> Result<Response, String> {
+    match serde_json::from_slice::<ResponseEnvelope>(line) {
+        Ok(envelope) if envelope.version == PROTOCOL_VERSION => Ok(envelope.body),
+        Ok(envelope) => Err(format!(
+            "paiosd answered with protocol version {}, paiosctl speaks {PROTOCOL_VERSION}: {VERSION_HINT}",
+            envelope.version
+        )),
+        Err(e) => {
+            let version = serde_json::from_slice::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("version").and_then(serde_json::Value::as_u64));
+            match version {
+                Some(v) if v != u64::from(PROTOCOL_VERSION) => Err(format!(
+                    "paiosd answered with protocol version {v}, paiosctl speaks {PROTOCOL_VERSION}: {VERSION_HINT}"
+                )),
+                _ => Err(format!("cannot read paiosd's answer: {e}; {VERSION_HINT}?")),
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResponseEnvelope {
     pub version: u32,
@@ -109,6 +254,10 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The peer is not paiosd's user.
     PermissionDenied,
+    /// The request line did not arrive complete in time; the connection is closed.
+    Timeout,
+    /// Too many requests are queued for the supervisor; try again.
+    Overloaded,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,4 +330,124 @@ pub struct RunResult {
     pub exit_code: Option<i32>,
     pub signal: Option<String>,
     pub pid: Option<i32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let requests = [
+            Request::Ping,
+            Request::Status {
+                names: vec!["kb".into()],
+            },
+            Request::Restart {
+                target: Target {
+                    names: vec![],
+                    all: true,
+                },
+                wait: false,
+            },
+            Request::Run {
+                name: "daily".into(),
+                wait: true,
+            },
+            Request::Reload,
+            Request::Shutdown,
+        ];
+        for request in requests {
+            let line = encode_request(&request);
+            assert_eq!(line.last(), Some(&b'\n'));
+            let decoded = decode_request(&line[..line.len() - 1]).expect("decodes");
+            assert_eq!(decoded, request);
+        }
+    }
+
+    #[test]
+    fn defaults_fill_missing_fields() {
+        let r = decode_request(br#"{"version":1,"op":"stop","names":["a"]}"#).expect("ok");
+        assert_eq!(
+            r,
+            Request::Stop {
+                target: Target {
+                    names: vec!["a".into()],
+                    all: false
+                },
+                wait: true
+            }
+        );
+    }
+
+    #[test]
+    fn bad_requests_are_named() {
+        for (line, code) in [
+            (&b"garbage"[..], ErrorCode::BadRequest),
+            (b"[1,2]", ErrorCode::BadRequest),
+            (br#"{"op":"ping"}"#, ErrorCode::BadRequest),
+            (br#"{"version":2,"op":"ping"}"#, ErrorCode::VersionMismatch),
+            (
+                br#"{"version":"1","op":"ping"}"#,
+                ErrorCode::VersionMismatch,
+            ),
+            (br#"{"version":1,"op":"explode"}"#, ErrorCode::BadRequest),
+            (br#"{"version":1}"#, ErrorCode::BadRequest),
+            (br#"{"version":1,"op":"ping","x":1}"#, ErrorCode::BadRequest),
+            (
+                br#"{"version":1,"op":"status","names":[],"bogus":1}"#,
+                ErrorCode::BadRequest,
+            ),
+            (br#"{"version":1,"op":"run"}"#, ErrorCode::BadRequest),
+            (
+                br#"{"version":1,"op":"status","names":"kb"}"#,
+                ErrorCode::BadRequest,
+            ),
+            (
+                b"{\"version\":1,\"op\":\"ping\"\xff}",
+                ErrorCode::BadRequest,
+            ),
+        ] {
+            let err = decode_request(line).expect_err(&String::from_utf8_lossy(line));
+            assert_eq!(err.code, code, "{}", String::from_utf8_lossy(line));
+        }
+        let err = decode_request(br#"{"version":7,"op":"ping"}"#).expect_err("mismatch");
+        assert!(err.message.contains("restart paiosd"), "{}", err.message);
+    }
+
+    #[test]
+    fn responses_round_trip_and_report_versions() {
+        let response = Response::Ok(Reply::Pong {
+            version: "0.1.0".into(),
+            pid: 7,
+        });
+        let line = encode_response(&response);
+        assert_eq!(
+            decode_response(&line[..line.len() - 1]).expect("decodes"),
+            response
+        );
+        let err = decode_response(br#"{"version":9,"ok":{"kind":"new_thing"}}"#).expect_err("v9");
+        assert!(err.contains("version 9"), "{err}");
+        for code in [
+            ErrorCode::BadRequest,
+            ErrorCode::TooLarge,
+            ErrorCode::VersionMismatch,
+            ErrorCode::UnknownService,
+            ErrorCode::NotApplicable,
+            ErrorCode::Busy,
+            ErrorCode::ConfigInvalid,
+            ErrorCode::Failed,
+            ErrorCode::ShuttingDown,
+            ErrorCode::PermissionDenied,
+            ErrorCode::Timeout,
+            ErrorCode::Overloaded,
+        ] {
+            let json = serde_json::to_string(&code).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+        let err = Response::error(ErrorCode::Overloaded, "x");
+        let line = encode_response(&err);
+        let text = String::from_utf8(line).expect("utf8");
+        assert!(text.contains(r#""code":"overloaded""#), "{text}");
+    }
 }

@@ -1,0 +1,463 @@
+//! Every `paiosctl` verb against a live `paiosd` run in the foreground with its own
+//! config, state and log directories and fixture services made of `/bin/sh -c`
+//! commands: human and `--json` output, exit codes and the error paths (unknown name,
+//! failed service, task already running, paiosd down).
+//!
+//! Each test records the process groups paiosd reported and ends them in `Drop`, with
+//! paiosd itself, whatever the outcome.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+struct Daemon {
+    root: tempfile::TempDir,
+    child: Option<Child>,
+    /// Every PGID seen in a status answer, to end in `Drop`.
+    groups: std::cell::RefCell<Vec<i32>>,
+}
+
+impl Daemon {
+    fn config(&self) -> PathBuf {
+        self.root.path().join("config")
+    }
+    fn state(&self) -> PathBuf {
+        self.root.path().join("state")
+    }
+    fn logs(&self) -> PathBuf {
+        self.root.path().join("logs")
+    }
+
+    /// Starts paiosd with `services` (name, TOML text) and waits until it answers.
+    fn start(services: &[(&str, &str)]) -> Daemon {
+        let root = tempfile::tempdir().expect("tempdir");
+        let d = Daemon {
+            root,
+            child: None,
+            groups: Default::default(),
+        };
+        std::fs::create_dir_all(d.config().join("services.d")).expect("config dir");
+        for (name, text) in services {
+            d.write_service(name, text);
+        }
+        let mut d = d;
+        let child = Command::new(env!("CARGO_BIN_EXE_paiosd"))
+            .arg("--config-dir")
+            .arg(d.config())
+            .arg("--state-dir")
+            .arg(d.state())
+            .arg("--log-dir")
+            .arg(d.logs())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("paiosd starts");
+        d.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if d.ctl(&["ping"]).status.code() == Some(0) {
+                return d;
+            }
+            if let Some(child) = d.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let mut err = String::new();
+                    if let Some(mut e) = child.stderr.take() {
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    panic!("paiosd exited early ({status}): {err}");
+                }
+            }
+            assert!(Instant::now() < deadline, "paiosd never answered ping");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn write_service(&self, name: &str, text: &str) {
+        std::fs::write(
+            self.config()
+                .join("services.d")
+                .join(format!("{name}.toml")),
+            text,
+        )
+        .expect("service file");
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_paiosctl"))
+            .arg("--config-dir")
+            .arg(self.config())
+            .arg("--state-dir")
+            .arg(self.state())
+            .arg("--log-dir")
+            .arg(self.logs())
+            .args(args)
+            .env_remove("NO_COLOR")
+            .output()
+            .expect("paiosctl runs")
+    }
+
+    /// `status --json`, remembering every process group for cleanup.
+    fn status(&self) -> Vec<serde_json::Value> {
+        let out = self.ctl(&["--json", "status"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_slice(&out.stdout).expect("status JSON");
+        for row in &rows {
+            if let Some(pgid) = row["pgid"].as_i64().and_then(|p| i32::try_from(p).ok()) {
+                let mut groups = self.groups.borrow_mut();
+                if !groups.contains(&pgid) {
+                    groups.push(pgid);
+                }
+            }
+        }
+        rows
+    }
+
+    fn row(&self, name: &str) -> serde_json::Value {
+        self.status()
+            .into_iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in status"))
+    }
+
+    fn wait_for_state(&self, name: &str, state: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let row = self.row(name);
+            if row["state"] == state {
+                return row;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never became {state}: {row}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = Pid::from_raw(child.id() as i32);
+            let _ = kill(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pgid in self.groups.borrow().iter() {
+            let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn group_is_empty(pgid: i32) -> bool {
+    matches!(
+        killpg(Pid::from_raw(pgid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// Members of `pgid` that are alive and not zombies, from /proc.
+#[cfg(target_os = "linux")]
+fn live_members(pgid: i32) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        if fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+const SLEEPER: &str = r#"shell = "sleep 300 & sleep 300 & wait"
+[stop]
+grace = "2s"
+"#;
+
+const QUICK_TASK: &str = r#"shell = "sleep 1; exit 0"
+schedule = "0 0 1 1 *"
+"#;
+
+#[test]
+#[ignore = "needs the supervisor"]
+fn status_shows_services_as_table_and_json() {
+    let d = Daemon::start(&[("kb", SLEEPER), ("daily", QUICK_TASK)]);
+    let row = d.wait_for_state("kb", "running");
+    assert_eq!(row["kind"], "service");
+    assert!(row["pid"].as_i64().is_some_and(|p| p > 0), "{row}");
+    assert!(row["pgid"].as_i64().is_some_and(|p| p > 0), "{row}");
+    let task = d.row("daily");
+    assert_eq!(task["kind"], "task");
+    assert!(task["next_run"].is_string(), "{task}");
+
+    let out = d.ctl(&["status"]);
+    assert_eq!(out.status.code(), Some(0));
+    let table = text(&out.stdout);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table
+        .lines()
+        .any(|l| l.starts_with("kb ") && l.contains("running")));
+    assert!(table.contains("NEXT RUN"), "{table}");
+
+    let out = d.ctl(&["status", "kbb"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("kb"), "{}", text(&out.stderr));
+    let out = d.ctl(&["--json", "status", "kbb"]);
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(value["error"]["code"], "unknown_service");
+}
+
+#[test]
+#[ignore = "needs the supervisor"]
+fn stop_and_restart_wait_for_the_whole_group() {
+    let d = Daemon::start(&[("kb", SLEEPER)]);
+    let before = d.wait_for_state("kb", "running");
+    let old_pgid = before["pgid"].as_i64().expect("pgid") as i32;
+    #[cfg(target_os = "linux")]
+    {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while live_members(old_pgid).len() < 3 {
+            assert!(Instant::now() < deadline, "grandchildren never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    let out = d.ctl(&["restart", "kb"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        group_is_empty(old_pgid),
+        "restart returned before the old group was empty"
+    );
+    let after = d.row("kb");
+    assert_eq!(after["state"], "running");
+    assert_ne!(after["pgid"], before["pgid"]);
+
+    let out = d.ctl(&["--json", "stop", "kb"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(value["results"][0]["name"], "kb");
+    assert_eq!(value["results"][0]["ok"], true);
+    let new_pgid = after["pgid"].as_i64().expect("pgid") as i32;
+    assert!(
+        group_is_empty(new_pgid),
+        "stop returned before the group was empty"
+    );
+    assert_eq!(d.row("kb")["state"], "stopped");
+
+    let out = d.ctl(&["start", "kb"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(d.row("kb")["state"], "running");
+
+    let out = d.ctl(&["stop", "--all", "--no-wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    d.wait_for_state("kb", "stopped");
+
+    let out = d.ctl(&["restart", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+#[ignore = "needs the supervisor"]
+fn a_crash_looping_service_fails_and_start_clears_it() {
+    let d = Daemon::start(&[(
+        "crashy",
+        r#"shell = "exit 1"
+[restart]
+policy = "always"
+backoff = { initial = "10ms", max = "20ms" }
+limit = { burst = 3, window = "1m", cooldown = "10m" }
+"#,
+    )]);
+    let row = d.wait_for_state("crashy", "failed");
+    assert!(
+        row["restarts_24h"].as_u64().is_some_and(|n| n >= 3),
+        "{row}"
+    );
+    assert_eq!(row["last_exit"]["code"], 1, "{row}");
+    let out = d.ctl(&["status"]);
+    assert!(text(&out.stdout).contains("failed"));
+    // Starting it again clears the crash loop; it fails again, which the start reports.
+    let out = d.ctl(&["start", "crashy"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+}
+
+#[test]
+#[ignore = "needs the supervisor"]
+fn run_waits_for_the_task_and_refuses_a_second_run() {
+    let d = Daemon::start(&[("daily", QUICK_TASK)]);
+    let out = d.ctl(&["--json", "run", "daily", "--no-wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let started: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(started["outcome"], "started");
+    let out = d.ctl(&["--json", "run", "daily"]);
+    assert_eq!(out.status.code(), Some(1));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(value["error"]["code"], "busy", "{value}");
+    d.wait_for_state("daily", "idle");
+    let out = d.ctl(&["run", "daily"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("exit code 0"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = d.ctl(&["run", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+#[ignore = "needs the supervisor"]
+fn reload_reports_what_changed_and_refuses_broken_config() {
+    let d = Daemon::start(&[("kb", SLEEPER)]);
+    d.wait_for_state("kb", "running");
+    d.write_service("new", SLEEPER);
+    let out = d.ctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("added: new"),
+        "{}",
+        text(&out.stdout)
+    );
+    d.wait_for_state("new", "running");
+
+    d.write_service("broken", "shell = \"true\"\n[stop]\ngrace = \"soon\"\n");
+    let out = d.ctl(&["--json", "reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(value["error"]["code"], "config_invalid");
+    let message = value["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("broken.toml:3"), "{message}");
+    assert!(message.contains("stop.grace"), "{message}");
+    assert!(d.status().iter().all(|r| r["name"] != "broken"));
+}
+
+#[test]
+#[ignore = "needs the supervisor"]
+fn logs_show_the_last_lines() {
+    let d = Daemon::start(&[(
+        "talker",
+        r#"shell = "for i in 1 2 3 4 5; do echo line-$i; done; sleep 300"
+"#,
+    )]);
+    d.wait_for_state("talker", "running");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = d.ctl(&["logs", "talker", "-n", "2"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let lines = text(&out.stdout);
+        if lines.contains("line-5") {
+            assert!(
+                lines.contains("line-4") && !lines.contains("line-3"),
+                "{lines}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "log never showed line-5: {lines}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+#[ignore = "needs the supervisor"]
+fn fifty_concurrent_status_calls_while_services_restart() {
+    let d = Daemon::start(&[
+        (
+            "flappy",
+            r#"shell = "sleep 0.05; exit 1"
+[restart]
+policy = "always"
+backoff = { initial = "10ms", max = "20ms" }
+limit = { burst = 1000, window = "1m", cooldown = "1m" }
+"#,
+        ),
+        ("kb", SLEEPER),
+    ]);
+    d.wait_for_state("kb", "running");
+    let (config, state, logs) = (d.config(), d.state(), d.logs());
+    let threads: Vec<_> = (0..50)
+        .map(|_| {
+            let (config, state, logs) = (config.clone(), state.clone(), logs.clone());
+            std::thread::spawn(move || {
+                Command::new(env!("CARGO_BIN_EXE_paiosctl"))
+                    .arg("--config-dir")
+                    .arg(config)
+                    .arg("--state-dir")
+                    .arg(state)
+                    .arg("--log-dir")
+                    .arg(logs)
+                    .args(["--json", "status"])
+                    .output()
+                    .expect("runs")
+            })
+        })
+        .collect();
+    for t in threads {
+        let out = t.join().expect("thread");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(rows.len(), 2);
+    }
+    assert!(d.row("flappy")["restarts_24h"]
+        .as_u64()
+        .is_some_and(|n| n > 0));
+}
+
+#[test]
+#[ignore = "needs the supervisor"]
+fn shutdown_waits_until_paiosd_has_exited() {
+    let mut d = Daemon::start(&[("kb", SLEEPER)]);
+    let pgid = d.wait_for_state("kb", "running")["pgid"]
+        .as_i64()
+        .expect("pgid") as i32;
+    let out = d.ctl(&["ping"]);
+    assert!(text(&out.stdout).contains("pong"));
+    let out = d.ctl(&["shutdown"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(group_is_empty(pgid), "a service outlived paiosd's shutdown");
+    let child = d.child.as_mut().expect("child");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "paiosd still running after shutdown returned"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = d.ctl(&["status"]);
+    assert_eq!(out.status.code(), Some(3));
+    let out = d.ctl(&["version"]);
+    assert!(text(&out.stdout).contains("paiosd not reachable"));
+}
