@@ -8,6 +8,7 @@
 //! SQLite, sockets, files) each live in one module with a small API that the single
 //! supervisor actor calls.
 
+pub mod alert;
 pub mod config;
 pub mod control;
 pub mod dirs;

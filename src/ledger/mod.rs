@@ -4,13 +4,31 @@
 //! The supervisor hands records to [`Ledger::record`], which never blocks: a bounded
 //! queue feeds one writer thread that batches them into transactions. When the disk
 //! or the database misbehaves, records are counted and kept (up to a bound) for a
-//! retry, and supervision goes on unchanged (promise 10).
+//! retry, and supervision goes on unchanged (promise 10). Even opening the file
+//! happens on the writer thread, so a slow or broken disk never delays paiosd's start.
+//!
+//! `schema.rs` owns the file format and its migrations, `writer.rs` the thread,
+//! `query.rs` the read-only side that `paiosctl ledger` (`cli.rs`) uses.
 
+use std::fmt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::LedgerSettings;
+
+pub mod cli;
+pub mod query;
+pub mod schema;
+mod writer;
+
+pub use schema::{LedgerError, SCHEMA_VERSION};
 
 /// One finished run of a service or task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +69,41 @@ pub struct EventRecord {
     pub at: String,
 }
 
+impl EventRecord {
+    /// An event about a service or task, stamped `at`.
+    pub fn new(
+        service: &str,
+        kind: &str,
+        event: &str,
+        detail: Option<String>,
+        at: DateTime<Utc>,
+    ) -> EventRecord {
+        EventRecord {
+            service: service.to_string(),
+            kind: kind.to_string(),
+            event: event.to_string(),
+            detail,
+            at: rfc3339(at),
+        }
+    }
+
+    /// An event about paiosd itself (`service = "paiosd"`, `kind = "daemon"`).
+    pub fn daemon(event: &str, detail: Option<String>, at: DateTime<Utc>) -> EventRecord {
+        EventRecord::new(DAEMON_SERVICE, "daemon", event, detail, at)
+    }
+}
+
+/// The service name daemon events are recorded under.
+pub const DAEMON_SERVICE: &str = "paiosd";
+
+/// The outcomes `paiosctl ledger --crashes` selects.
+pub const CRASH_OUTCOMES: &[&str] = &["crashed", "hung", "killed", "memory", "spawn_failed"];
+
+/// A time as the ledger writes it: RFC 3339, UTC, milliseconds.
+pub fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Record {
     Run(RunRecord),
@@ -68,31 +121,153 @@ pub struct LedgerStats {
     pub last_error: Option<String>,
 }
 
+/// How the writer thread behaves; [`WriterOptions::default`] is what paiosd uses. Tests
+/// shorten the waits so that a locked database shows up in milliseconds, not seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WriterOptions {
+    /// Records the queue between `record()` and the thread holds; beyond it `record()`
+    /// counts the record dropped rather than wait.
+    pub queue: usize,
+    /// Records kept in memory while the database refuses them; beyond it the oldest are
+    /// dropped (and counted): the newest say most about what is happening now.
+    pub max_pending: usize,
+    /// SQLite's `busy_timeout`: how long one write waits for another process's lock.
+    pub busy_timeout: Duration,
+    /// First wait before retrying a failed write; doubles up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    /// At most one warning per this interval while writes keep failing.
+    pub warn_every: Duration,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            queue: 4096,
+            max_pending: 10_000,
+            busy_timeout: Duration::from_secs(5),
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(30),
+            warn_every: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Handle to the writer thread. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Ledger {}
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: SyncSender<writer::Msg>,
+    shared: Arc<writer::Shared>,
+    closed: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ledger")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
 
 impl Ledger {
     /// Opens (creating, migrating, or moving a corrupt file aside) and starts the writer thread.
     /// Never fails: a ledger that cannot be opened keeps records pending and retries.
     pub fn open(path: &Path, settings: LedgerSettings) -> Ledger {
-        let _ = (path, settings);
-        Ledger {}
+        Ledger::open_with(path, settings, WriterOptions::default())
+    }
+
+    /// [`Ledger::open`] with explicit writer options.
+    pub fn open_with(path: &Path, settings: LedgerSettings, options: WriterOptions) -> Ledger {
+        let (tx, rx) = mpsc::sync_channel(options.queue.max(1));
+        let shared = Arc::new(writer::Shared::default());
+        let thread = writer::spawn(path.to_path_buf(), settings, options, shared.clone(), rx);
+        let thread = match thread {
+            Ok(handle) => Some(handle),
+            Err(err) => {
+                // The receiver is gone with the failed spawn, so every record() now counts
+                // as dropped: supervision goes on, and the reason is visible in stats.
+                let message = format!("could not start the ledger writer thread: {err}");
+                tracing::error!("{message}");
+                shared.set_error(Some(message));
+                None
+            }
+        };
+        Ledger {
+            inner: Arc::new(Inner {
+                tx,
+                shared,
+                closed: AtomicBool::new(false),
+                thread: Mutex::new(thread),
+            }),
+        }
     }
 
     /// Queues a record; never blocks.
     pub fn record(&self, record: Record) {
-        let _ = record;
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // Counted before the send so that `pending` never dips below what is queued.
+        inner.shared.queued.fetch_add(1, Ordering::Relaxed);
+        if let Err(err) = inner.tx.try_send(writer::Msg::Record(record)) {
+            inner.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            if let TrySendError::Disconnected(_) = err {
+                inner.closed.store(true, Ordering::Release);
+            }
+        }
     }
 
     pub fn stats(&self) -> LedgerStats {
-        LedgerStats::default()
+        self.inner.shared.snapshot()
     }
 
     /// Flushes what is queued (bounded by `timeout`) and stops the writer thread.
-    pub fn close(&self, timeout: std::time::Duration) {
-        let _ = timeout;
+    ///
+    /// Records passed to [`Ledger::record`] afterwards are counted as dropped. When the
+    /// database still refuses writes at the deadline, what is left stays counted as
+    /// pending and is lost with the process.
+    pub fn close(&self, timeout: Duration) {
+        let inner = &self.inner;
+        if inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let deadline = Instant::now() + timeout;
+        let (done_tx, done_rx) = mpsc::channel();
+        let mut msg = writer::Msg::Close {
+            deadline,
+            done: done_tx,
+        };
+        loop {
+            match inner.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Full(back)) => {
+                    if Instant::now() >= deadline {
+                        return;
+                    }
+                    msg = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if done_rx.recv_timeout(remaining).is_ok() {
+            let handle = match inner.thread.lock() {
+                Ok(mut guard) => guard.take(),
+                Err(poisoned) => poisoned.into_inner().take(),
+            };
+            if let Some(handle) = handle {
+                // The thread returns right after signalling `done`.
+                let _ = handle.join();
+            }
+        }
     }
 }
-
-pub mod cli;

@@ -1,0 +1,336 @@
+//! Reading the ledger: a read-only connection, filters, one entry by id, and the
+//! `--since` grammar.
+//!
+//! The file is opened `SQLITE_OPEN_READ_ONLY`, so `paiosctl ledger` can never change
+//! it, works while paiosd is down, and (thanks to WAL) reads a consistent snapshot while
+//! the writer holds a write transaction. Time parsing is pure over an injected `now`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use serde::Serialize;
+
+use super::schema::{user_version, LedgerError, SCHEMA_VERSION};
+
+/// One row of the ledger as `paiosctl ledger --json` prints it. Every field is always
+/// present (null when it does not apply), so scripts can rely on the keys.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Entry {
+    pub id: i64,
+    /// `run` or `event`.
+    #[serde(rename = "type")]
+    pub entry_type: String,
+    pub service: String,
+    /// `service`, `task` or `daemon`.
+    pub kind: String,
+    /// The run's outcome, or the event's name.
+    pub outcome: String,
+    pub pid: Option<i32>,
+    pub pgid: Option<i32>,
+    pub leader_start_time: Option<i64>,
+    /// RFC 3339 UTC; for an event, its time.
+    pub started_at: Option<String>,
+    /// RFC 3339 UTC; for an event, its time.
+    pub ended_at: String,
+    pub duration_ms: Option<i64>,
+    /// Null when the run was ended by a signal.
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    pub attempt: Option<i64>,
+    pub delay_ms: Option<i64>,
+    /// The last stderr lines of a run.
+    pub context: Option<String>,
+    /// What an event says.
+    pub detail: Option<String>,
+}
+
+impl Entry {
+    pub fn is_run(&self) -> bool {
+        self.entry_type == "run"
+    }
+}
+
+/// Which entries to list. Empty fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    pub service: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    /// Run outcomes or event names; any of them matches.
+    pub outcomes: Vec<String>,
+    /// `None`: every match.
+    pub limit: Option<u64>,
+}
+
+/// A read-only view of `ledger.sqlite`.
+pub struct Reader {
+    conn: Connection,
+    path: PathBuf,
+    /// A file paiosd created but never migrated holds no entries table yet.
+    empty: bool,
+}
+
+impl Reader {
+    /// Opens `path` read-only. A missing file is [`LedgerError::NotFound`]; a file of a
+    /// schema this build does not read is refused with both versions named.
+    pub fn open(path: &Path) -> Result<Reader, LedgerError> {
+        let err = |e| LedgerError::sqlite(path, e);
+        if !path.exists() {
+            return Err(LedgerError::NotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+        // Readers never wait on WAL writers; this covers only a checkpoint or recovery.
+        conn.busy_timeout(Duration::from_secs(2)).map_err(err)?;
+        let version = user_version(&conn, path)?;
+        if version > SCHEMA_VERSION {
+            return Err(LedgerError::NewerSchema {
+                path: path.to_path_buf(),
+                found: version,
+                known: SCHEMA_VERSION,
+                program: "paiosctl",
+            });
+        }
+        if version > 0 && version < SCHEMA_VERSION {
+            return Err(LedgerError::OlderSchema {
+                path: path.to_path_buf(),
+                found: version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        Ok(Reader {
+            conn,
+            path: path.to_path_buf(),
+            empty: version == 0,
+        })
+    }
+
+    /// Matching entries, newest first.
+    pub fn list(&self, filter: &Filter) -> Result<Vec<Entry>, LedgerError> {
+        if self.empty {
+            return Ok(Vec::new());
+        }
+        let mut sql = format!("SELECT {COLUMNS} FROM entries WHERE 1");
+        let mut params: Vec<Value> = Vec::new();
+        if let Some(service) = &filter.service {
+            params.push(Value::Text(service.clone()));
+            sql.push_str(&format!(" AND service = ?{}", params.len()));
+        }
+        if let Some(since) = filter.since {
+            params.push(Value::Integer(since.timestamp_millis()));
+            sql.push_str(&format!(" AND at_ms >= ?{}", params.len()));
+        }
+        if !filter.outcomes.is_empty() {
+            let mut marks = Vec::new();
+            for outcome in &filter.outcomes {
+                params.push(Value::Text(outcome.clone()));
+                marks.push(format!("?{}", params.len()));
+            }
+            sql.push_str(&format!(" AND outcome IN ({})", marks.join(", ")));
+        }
+        sql.push_str(" ORDER BY at_ms DESC, id DESC");
+        if let Some(limit) = filter.limit {
+            params.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+            sql.push_str(&format!(" LIMIT ?{}", params.len()));
+        }
+        let err = |e| LedgerError::sqlite(&self.path, e);
+        let mut stmt = self.conn.prepare(&sql).map_err(err)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(params), entry_from_row)
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    /// The entry with this id, if it exists (it may have been pruned).
+    pub fn get(&self, id: i64) -> Result<Option<Entry>, LedgerError> {
+        if self.empty {
+            return Ok(None);
+        }
+        let sql = format!("SELECT {COLUMNS} FROM entries WHERE id = ?1");
+        self.conn
+            .query_row(&sql, [id], entry_from_row)
+            .optional()
+            .map_err(|e| LedgerError::sqlite(&self.path, e))
+    }
+
+    /// How many rows the ledger holds.
+    pub fn count(&self) -> Result<u64, LedgerError> {
+        if self.empty {
+            return Ok(0);
+        }
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM entries", [], |row| row.get(0))
+            .map_err(|e| LedgerError::sqlite(&self.path, e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+const COLUMNS: &str = "id, type, service, kind, outcome, pid, pgid, leader_start_time, \
+    started_at, ended_at, duration_ms, exit_code, signal, attempt, delay_ms, context, detail";
+
+fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+    Ok(Entry {
+        id: row.get(0)?,
+        entry_type: row.get(1)?,
+        service: row.get(2)?,
+        kind: row.get(3)?,
+        outcome: row.get(4)?,
+        pid: row.get(5)?,
+        pgid: row.get(6)?,
+        leader_start_time: row.get(7)?,
+        started_at: row.get(8)?,
+        ended_at: row.get(9)?,
+        duration_ms: row.get(10)?,
+        exit_code: row.get(11)?,
+        signal: row.get(12)?,
+        attempt: row.get(13)?,
+        delay_ms: row.get(14)?,
+        context: row.get(15)?,
+        detail: row.get(16)?,
+    })
+}
+
+const SINCE_HELP: &str = "expected a duration back from now (30m, 2h, 1d, 1h30m), a date \
+    (2026-11-24, local midnight) or a time (2026-11-24T08:00:00Z, or without an offset for local time)";
+
+/// Parses `--since`: a duration back from `now`, a local date, or a date and time.
+pub fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let text = text.trim();
+    let bad = || format!("`{text}`: {SINCE_HELP}");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    if text.as_bytes()[0].is_ascii_digit() && !text.contains(['-', ':']) {
+        let back = parse_duration(text).ok_or_else(bad)?;
+        let back = chrono::Duration::from_std(back).map_err(|_| bad())?;
+        return now
+            .checked_sub_signed(back)
+            .ok_or_else(|| format!("`{text}`: too far back"));
+    }
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        let midnight = date.and_hms_opt(0, 0, 0).ok_or_else(bad)?;
+        return local(midnight).ok_or_else(bad);
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
+            return local(naive).ok_or_else(bad);
+        }
+    }
+    Err(bad())
+}
+
+/// A local wall-clock time as UTC; on a DST fold, the earlier of the two.
+fn local(naive: NaiveDateTime) -> Option<DateTime<Utc>> {
+    Local
+        .from_local_datetime(&naive)
+        .earliest()
+        .map(|at| at.with_timezone(&Utc))
+}
+
+/// `500ms`, `30s`, `5m`, `2h`, `1d`, `1w`, or a sequence of them (`1h30m`).
+fn parse_duration(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit_ms: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total = total.checked_add(Duration::from_millis(n.checked_mul(unit_ms)?))?;
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn durations_count_back_from_now() {
+        let at = |s| parse_since(s, now()).unwrap().to_rfc3339();
+        assert_eq!(at("2h"), "2026-11-24T10:00:00+00:00");
+        assert_eq!(at("1d"), "2026-11-23T12:00:00+00:00");
+        assert_eq!(at("30m"), "2026-11-24T11:30:00+00:00");
+        assert_eq!(at("1h30m"), "2026-11-24T10:30:00+00:00");
+        assert_eq!(at("1500ms"), "2026-11-24T11:59:58.500+00:00");
+    }
+
+    #[test]
+    fn absolute_times_parse_with_and_without_offsets() {
+        let at = |s| parse_since(s, now()).unwrap();
+        assert_eq!(
+            at("2026-11-20T08:00:00+01:00").to_rfc3339(),
+            "2026-11-20T07:00:00+00:00"
+        );
+        let local_midnight = Local
+            .from_local_datetime(
+                &NaiveDate::from_ymd_opt(2026, 11, 20)
+                    .unwrap()
+                    .and_hms_opt(0, 0, 0)
+                    .unwrap(),
+            )
+            .earliest()
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(at("2026-11-20"), local_midnight);
+        assert_eq!(at("2026-11-20 00:00"), local_midnight);
+    }
+
+    #[test]
+    fn nonsense_is_an_error_that_shows_the_grammar() {
+        for bad in [
+            "",
+            "2x",
+            "h",
+            "-1h",
+            "1h-",
+            "99999999999999999999d",
+            "2026-13-01",
+            "yesterday",
+            "1 h",
+            "9223372036854775807w",
+        ] {
+            let err = parse_since(bad, now()).unwrap_err();
+            assert!(
+                err.contains("expected") || err.contains("too far"),
+                "{bad}: {err}"
+            );
+        }
+    }
+}
