@@ -162,12 +162,17 @@ fn parse_url(url: &str) -> Result<Target, String> {
     if host.is_empty() {
         return Err(format!("http probe URL {url:?} has no host"));
     }
-    let port = match authority.port() {
+    // `Authority::port` hides a port that does not fit in 16 bits; read it directly.
+    let written_port = authority
+        .as_str()
+        .strip_prefix(raw_host)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .filter(|p| !p.is_empty());
+    let port = match written_port {
         None => 80,
         Some(port) => port
-            .as_str()
             .parse::<u16>()
-            .map_err(|_| format!("http probe URL {url:?} has an invalid port {:?}", port.as_str()))?,
+            .map_err(|_| format!("http probe URL {url:?} has an invalid port {port:?}"))?,
     };
     if port == 0 {
         return Err(format!("http probe URL {url:?} has port 0"));
