@@ -244,12 +244,31 @@ async fn http_probe(url: &str, expect_status: Option<u16>) -> Result<(), String>
 }
 
 fn http_error(e: &hyper::Error, addr: SocketAddr) -> String {
+    // hyper's own text is terse ("connection error"); the cause is in its sources.
+    let mut cause = None;
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ) {
+                return format!("connection to {addr} reset before a complete HTTP response");
+            }
+        }
+        cause = Some(inner.to_string());
+        source = inner.source();
+    }
+    let detail = match cause {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    };
     if e.is_incomplete_message() || e.is_canceled() {
         format!("connection to {addr} closed before a complete HTTP response")
     } else if e.is_parse() {
-        format!("invalid HTTP response from {addr}: {e}")
+        format!("invalid HTTP response from {addr}: {detail}")
     } else {
-        format!("HTTP request to {addr} failed: {e}")
+        format!("HTTP request to {addr} failed: {detail}")
     }
 }
 
