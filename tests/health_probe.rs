@@ -200,12 +200,18 @@ fn health(probe: Probe, interval: Duration, timeout: Duration) -> HealthConfig {
 #[tokio::test]
 async fn http_200_is_healthy_and_sends_path_and_host() {
     let s = Server::start(Mode::Status(200));
-    assert_eq!(probe_once(&http(s.url("/health?deep=1")), ms(2000)).await, Ok(()));
+    assert_eq!(
+        probe_once(&http(s.url("/health?deep=1")), ms(2000)).await,
+        Ok(())
+    );
     let heads = s.heads.lock().expect("heads").clone();
     assert_eq!(heads.len(), 1);
     assert_eq!(s.accepted.load(Ordering::SeqCst), 1);
     let head = heads[0].to_ascii_lowercase();
-    assert!(head.starts_with("get /health?deep=1 http/1.1\r\n"), "{head}");
+    assert!(
+        head.starts_with("get /health?deep=1 http/1.1\r\n"),
+        "{head}"
+    );
     assert!(head.contains(&format!("host: {}\r\n", s.addr)), "{head}");
 }
 
@@ -288,7 +294,10 @@ async fn a_closed_port_is_connection_refused() {
     let port = closed_port();
     let addr = format!("127.0.0.1:{port}");
     let want = Err(format!("connection refused to {addr}"));
-    assert_eq!(probe_once(&http(format!("http://{addr}/")), ms(2000)).await, want);
+    assert_eq!(
+        probe_once(&http(format!("http://{addr}/")), ms(2000)).await,
+        want
+    );
     assert_eq!(probe_once(&Probe::Tcp { addr }, ms(2000)).await, want);
 }
 
@@ -352,8 +361,18 @@ async fn bad_probe_addresses_are_clear_errors() {
         (http("http://127.0.0.1:70000/".into()), "invalid port"),
         (http("http://exa mple/".into()), "not a URL"),
         (Probe::Tcp { addr: "".into() }, "no port"),
-        (Probe::Tcp { addr: "127.0.0.1".into() }, "no port"),
-        (Probe::Tcp { addr: "127.0.0.1:x".into() }, "invalid port"),
+        (
+            Probe::Tcp {
+                addr: "127.0.0.1".into(),
+            },
+            "no port",
+        ),
+        (
+            Probe::Tcp {
+                addr: "127.0.0.1:x".into(),
+            },
+            "invalid port",
+        ),
         (Probe::Tcp { addr: ":80".into() }, "no host"),
     ] {
         let err = probe_once(&probe, ms(500)).await.expect_err("bad input");
@@ -420,7 +439,11 @@ async fn an_overrunning_probe_is_never_doubled() {
         let e = next_event(&mut rx).await;
         assert!(!e.ok);
         assert_eq!(e.error.as_deref(), Some("timed out after 250ms"));
-        assert!(e.elapsed >= ms(250) && e.elapsed < ms(600), "{:?}", e.elapsed);
+        assert!(
+            e.elapsed >= ms(250) && e.elapsed < ms(600),
+            "{:?}",
+            e.elapsed
+        );
         at.push(Instant::now());
     }
     // No catch-up burst: each next probe starts right after the previous one ended.

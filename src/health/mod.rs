@@ -132,7 +132,10 @@ mod tests {
         assert_eq!(hang_detection_floor(&c), Duration::from_secs(30));
         assert_eq!(hang_detection_bound(&c), Duration::from_secs(32));
         // failures = 0 behaves like 1, as in the threshold machine.
-        assert_eq!(hang_detection_floor(&cfg(1_000, 0, 0)), Duration::from_secs(1));
+        assert_eq!(
+            hang_detection_floor(&cfg(1_000, 0, 0)),
+            Duration::from_secs(1)
+        );
         assert_eq!(hang_detection_floor(&cfg(0, 0, 2)), MIN_INTERVAL * 2);
         let huge = HealthConfig {
             interval: Duration::MAX,

@@ -391,9 +391,7 @@ async fn exec_probe(argv: &[String], timeout: Duration) -> Result<(), String> {
         let _ = tx.send(status);
     })
     .map_err(|e| format!("cannot start probe {:?}: {e}", argv[0]))?;
-    let _guard = GroupGuard {
-        pgid: spawned.pgid,
-    };
+    let _guard = GroupGuard { pgid: spawned.pgid };
     let mut stdout = Tail::new(spawned.stdout);
     let mut stderr = Tail::new(spawned.stderr);
 
@@ -444,7 +442,10 @@ mod tests {
         assert_eq!(t.host_header, "127.0.0.1:3001");
         assert_eq!(t.path, "/health?deep=1");
         let t = parse_url("http://localhost").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("localhost", 80, "/"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("localhost", 80, "/")
+        );
         let t = parse_url("http://[::1]:8080/").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
         assert_eq!(t.host_header, "[::1]:8080");
@@ -453,7 +454,11 @@ mod tests {
     #[test]
     fn bad_urls_say_what_is_wrong() {
         let err = |u: &str| parse_url(u).err().unwrap_or_default();
-        assert!(err("https://x/").contains("only http://"), "{}", err("https://x/"));
+        assert!(
+            err("https://x/").contains("only http://"),
+            "{}",
+            err("https://x/")
+        );
         assert!(err("ftp://x/").contains("only http://"));
         assert!(err("/health").contains("no http:// scheme"));
         assert!(err("http://").contains("not a URL") || err("http://").contains("no host"));
