@@ -1,11 +1,10 @@
 //! Command probes with real processes, and the group RSS sampler.
 //!
 //! A test binary of its own: paiosd reaps every child with `waitpid(-1)`, and so does
-//! the reaper thread here (as the supervisor would on SIGCHLD), which would also
-//! collect the children of any other test in the same process.
+//! the reaper here (as the supervisor does on SIGCHLD), which would also collect the
+//! children of any other test in the same process.
 
 use std::path::Path;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use paios::config::{HealthConfig, OnFailure, Probe};
@@ -13,16 +12,42 @@ use paios::health::{probe_once, rss_of_groups, spawn_prober};
 use paios::process::{self, watch, SpawnSpec};
 use tokio_util::sync::CancellationToken;
 
-/// Collects ended children every few milliseconds and hands probe exits to their
-/// waiters, the supervisor's job in paiosd.
-fn start_reaper() {
-    static REAPER: OnceLock<()> = OnceLock::new();
-    REAPER.get_or_init(|| {
-        std::thread::spawn(|| loop {
+/// One test at a time: each runs its own reaper, and a `waitpid(-1)` on one thread
+/// would collect another test's child before that test's `spawn` had recorded it.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Collects ended children on SIGCHLD and hands probe exits to their waiters, on the
+/// test's own runtime thread — what the supervisor does in paiosd, where spawning and
+/// reaping share the one thread and so never race.
+struct Reaper {
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start_reaper() -> Reaper {
+    let serial = SERIAL.lock().await;
+    let mut sigchld =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).expect("SIGCHLD");
+    let task = tokio::spawn(async move {
+        loop {
             watch::reap_and_deliver();
-            std::thread::sleep(Duration::from_millis(3));
-        });
+            tokio::select! {
+                _ = sigchld.recv() => {}
+                // Signals coalesce; a slow sweep as well costs nothing here.
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
     });
+    Reaper {
+        _serial: serial,
+        task,
+    }
 }
 
 /// Kills a recorded group when the test ends, even on failure.
@@ -78,7 +103,7 @@ async fn wait_group_gone(pgid: i32) {
 
 #[tokio::test]
 async fn exit_zero_is_healthy_and_other_codes_are_not() {
-    start_reaper();
+    let _reaper = start_reaper().await;
     assert_eq!(probe_once(&sh("exit 0"), ms(2000)).await, Ok(()));
     assert_eq!(
         probe_once(&sh("exit 3"), ms(2000)).await,
@@ -100,7 +125,7 @@ async fn exit_zero_is_healthy_and_other_codes_are_not() {
 
 #[tokio::test]
 async fn a_probe_killed_by_a_signal_says_which() {
-    start_reaper();
+    let _reaper = start_reaper().await;
     assert_eq!(
         probe_once(&sh("kill -9 $$"), ms(2000)).await,
         Err("killed by SIGKILL".to_string())
@@ -109,7 +134,7 @@ async fn a_probe_killed_by_a_signal_says_which() {
 
 #[tokio::test]
 async fn a_hanging_probe_is_killed_with_its_grandchildren_at_the_timeout() {
-    start_reaper();
+    let _reaper = start_reaper().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("pids");
     let script = format!("sleep 100 & echo $$ $! > {}; sleep 100", file.display());
@@ -128,14 +153,14 @@ async fn a_hanging_probe_is_killed_with_its_grandchildren_at_the_timeout() {
     let result = run.await;
     let took = t0.elapsed();
     assert_eq!(result, Err("killed after timeout of 400ms".to_string()));
-    assert!(took >= ms(400) && took < ms(1200), "took {took:?}");
+    assert!(took >= ms(400) && took < ms(2000), "took {took:?}");
     wait_group_gone(pgid).await;
     assert_eq!(process::start_time(grandchild), None, "grandchild survived");
 }
 
 #[tokio::test]
 async fn background_children_of_a_finished_probe_are_ended() {
-    start_reaper();
+    let _reaper = start_reaper().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("pids");
     // The leader exits 0 at once and leaves a child behind, holding stdout open.
@@ -148,7 +173,7 @@ async fn background_children_of_a_finished_probe_are_ended() {
 
 #[tokio::test]
 async fn cancelling_the_prober_kills_the_probe_in_flight() {
-    start_reaper();
+    let _reaper = start_reaper().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("pids");
     let cfg = HealthConfig {
@@ -166,7 +191,7 @@ async fn cancelling_the_prober_kills_the_probe_in_flight() {
     let _cleanup = GroupKill(pgid);
     assert!(process::group_alive(pgid));
     cancel.cancel();
-    tokio::time::timeout(ms(200), task)
+    tokio::time::timeout(ms(500), task)
         .await
         .expect("prober ends promptly")
         .expect("prober task");
@@ -176,7 +201,7 @@ async fn cancelling_the_prober_kills_the_probe_in_flight() {
 
 #[tokio::test]
 async fn a_chatty_probe_does_not_block_on_its_pipes() {
-    start_reaper();
+    let _reaper = start_reaper().await;
     let t0 = Instant::now();
     assert_eq!(
         probe_once(
@@ -198,7 +223,7 @@ async fn a_chatty_probe_does_not_block_on_its_pipes() {
 
 #[tokio::test]
 async fn commands_that_cannot_start_are_clear_errors() {
-    start_reaper();
+    let _reaper = start_reaper().await;
     let missing = Probe::Exec {
         argv: vec!["/nonexistent/paios-probe".into()],
     };
@@ -217,7 +242,7 @@ async fn commands_that_cannot_start_are_clear_errors() {
 
 #[tokio::test]
 async fn rss_is_summed_per_group_in_one_scan() {
-    start_reaper();
+    let _reaper = start_reaper().await;
     let spec = SpawnSpec {
         argv: vec![
             "/bin/sh".into(),
@@ -241,9 +266,11 @@ async fn rss_is_summed_per_group_in_one_scan() {
     assert!(!rss.contains_key(&bogus));
     let group = rss.get(&pgid).copied().unwrap_or(0);
     assert!(group > 0, "group RSS 0");
-    // The sum of three processes is more than any one of them.
-    let one = process::group_rss(pgid) / members.len() as u64;
-    assert!(group >= one, "{group} < {one}");
+    // The one-scan figure agrees with the process module's per-group sum (sleeping
+    // processes barely move; allow a page or so per member).
+    let direct = process::group_rss(pgid);
+    let slack = 64 * 1024 * members.len() as u64;
+    assert!(group.abs_diff(direct) <= slack, "{group} vs {direct}");
     assert_eq!(rss.len(), 1);
     drop(cleanup);
     wait_group_gone(pgid).await;

@@ -256,7 +256,7 @@ async fn a_server_that_never_answers_times_out() {
     let result = probe_once(&http(format!("http://{}/", s.addr)), ms(300)).await;
     assert_eq!(result, Err("timed out after 300ms".to_string()));
     let took = t0.elapsed();
-    assert!(took >= ms(300) && took < ms(1000), "took {took:?}");
+    assert!(took >= ms(300) && took < ms(1500), "took {took:?}");
 }
 
 #[tokio::test]
@@ -341,7 +341,7 @@ async fn unreachable_hosts_fail_within_the_timeout() {
             .await
             .expect_err("unreachable is healthy");
         let took = t0.elapsed();
-        assert!(took < timeout + ms(300), "{probe:?} took {took:?}");
+        assert!(took < timeout + ms(1000), "{probe:?} took {took:?}");
         assert!(
             err.starts_with("timed out after")
                 || err.starts_with("cannot resolve")
@@ -402,7 +402,7 @@ async fn prober_probes_at_once_then_every_interval() {
     );
     let first = next_event(&mut rx).await;
     let first_at = t0.elapsed();
-    assert!(first_at < ms(100), "first probe after {first_at:?}");
+    assert!(first_at < ms(500), "first probe after {first_at:?}");
     assert_eq!(
         (first.service.as_str(), first.run_id, first.ok, first.error),
         ("kb", 7, true, None)
@@ -412,7 +412,7 @@ async fn prober_probes_at_once_then_every_interval() {
     }
     let span = t0.elapsed();
     assert!(
-        span >= ms(3 * 150) && span < ms(3 * 150 + 400),
+        span >= ms(3 * 150) && span < ms(3 * 150 + 1000),
         "four probes took {span:?}"
     );
     cancel.cancel();
@@ -483,11 +483,11 @@ async fn cancel_stops_the_prober_and_drops_its_connection() {
     }
     let t0 = Instant::now();
     cancel.cancel();
-    tokio::time::timeout(ms(200), task)
+    tokio::time::timeout(ms(500), task)
         .await
         .expect("prober ends promptly on cancel")
         .expect("prober task");
-    assert!(t0.elapsed() < ms(200));
+    assert!(t0.elapsed() < ms(500));
     // The probe in flight was dropped, not left hanging on the server.
     let deadline = Instant::now() + Duration::from_secs(3);
     while s.closed_seen.load(Ordering::SeqCst) == 0 {
@@ -531,4 +531,28 @@ async fn prober_ends_when_nobody_listens() {
         .expect("prober ends without a receiver")
         .expect("prober task");
     accept.abort();
+}
+
+#[tokio::test]
+async fn an_absurd_interval_probes_once_without_panicking() {
+    let s = Server::start(Mode::Status(200));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let task = spawn_prober(
+        "rare".into(),
+        2,
+        health(http(s.url("/")), Duration::MAX, Duration::MAX),
+        tx,
+        cancel.clone(),
+    );
+    assert!(next_event(&mut rx).await.ok);
+    assert!(
+        tokio::time::timeout(ms(300), rx.recv()).await.is_err(),
+        "a second probe came"
+    );
+    cancel.cancel();
+    tokio::time::timeout(ms(500), task)
+        .await
+        .expect("prober ends on cancel")
+        .expect("prober task did not panic");
 }

@@ -25,6 +25,9 @@ pub use probe::{human_duration, probe_once};
 /// zero must not turn a prober into a busy loop.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
+/// Stands in for "never again" where an interval is too large to add to an instant.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// One probe's result, for the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeEvent {
@@ -65,7 +68,10 @@ pub fn spawn_prober(
                 _ = tokio::time::sleep_until(next) => {}
             }
             let started = Instant::now();
-            next = started + interval;
+            // An absurd interval means "once": a deadline past Instant's range would panic.
+            next = started
+                .checked_add(interval)
+                .unwrap_or_else(|| started + FAR_FUTURE);
             let result = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
