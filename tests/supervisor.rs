@@ -323,31 +323,25 @@ fn sighup_restarts_only_the_changed_service() {
 }
 
 #[test]
-fn services_start_in_after_order() {
-    let dirs = TestDirs::new();
-    let order = dirs.file("order");
-    let o = order.display().to_string();
-    dirs.write_service("db", &format!("shell = \"echo db >> {o}; sleep 300\"\n"));
-    dirs.write_service(
-        "api",
-        &format!("shell = \"echo api >> {o}; sleep 300\"\nafter = [\"db\"]\n"),
+fn services_wait_for_what_they_come_after() {
+    let d = Daemon::start(&[
+        ("db", "shell = \"sleep 300\"\nenabled = false\n"),
+        ("api", "shell = \"sleep 300\"\nafter = [\"db\"]\n"),
+        ("web", "shell = \"sleep 300\"\nafter = [\"api\"]\n"),
+    ]);
+    let api = d.wait_state("api", "waiting", Duration::from_secs(10));
+    assert!(
+        api["detail"].as_str().is_some_and(|s| s.contains("db")),
+        "{api}"
     );
-    dirs.write_service(
-        "web",
-        &format!("shell = \"echo web >> {o}; sleep 300\"\nafter = [\"api\"]\n"),
+    let web = d.wait_state("web", "waiting", Duration::from_secs(10));
+    assert!(
+        web["detail"].as_str().is_some_and(|s| s.contains("api")),
+        "{web}"
     );
-    let d = Daemon::start_in(dirs);
+    assert!(web["pid"].is_null());
+    let out = d.ctl(&["start", "db"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    d.wait_state("api", "running", Duration::from_secs(10));
     d.wait_state("web", "running", Duration::from_secs(10));
-    assert!(wait_until(
-        Duration::from_secs(5),
-        || std::fs::read_to_string(&order)
-            .unwrap_or_default()
-            .lines()
-            .count()
-            == 3
-    ));
-    assert_eq!(
-        std::fs::read_to_string(&order).unwrap_or_default(),
-        "db\napi\nweb\n"
-    );
 }

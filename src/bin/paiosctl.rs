@@ -119,6 +119,13 @@ struct LogsArgs {
     /// Keep printing new lines as they are written.
     #[arg(short, long)]
     follow: bool,
+    /// Only lines written since then: `10m`, `2h`, `1d` ago, or an RFC 3339 time.
+    /// Needs `timestamps = true` in the service's `[logs]`; unstamped lines always show.
+    #[arg(long, value_name = "WHEN")]
+    since: Option<String>,
+    /// Only what the service wrote to stderr. Needs `streams = true` in its `[logs]`.
+    #[arg(long)]
+    stderr: bool,
 }
 
 /// What a verb ends with: the exit code, everything printed already.
@@ -445,6 +452,17 @@ fn logs(dir: &Path, args: &LogsArgs, json: bool) -> Outcome {
         None => logged_services(dir)?,
     };
     let prefix = args.all;
+    let since = match &args.since {
+        Some(text) => Some(
+            paios::logs::read::parse_since(text, chrono::Utc::now())
+                .map_err(|e| failure("bad_request", e.to_string()))?,
+        ),
+        None => None,
+    };
+    let filter = paios::logs::read::Filter {
+        since,
+        stderr_only: args.stderr,
+    };
     if args.follow {
         let mut out: Box<dyn Write> = if json {
             let service = if prefix { None } else { names.first().cloned() };
@@ -452,7 +470,10 @@ fn logs(dir: &Path, args: &LogsArgs, json: bool) -> Outcome {
         } else {
             Box::new(io::stdout())
         };
-        return match paios::logs::read::follow(dir, &names, args.lines, prefix, &mut out) {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        return match paios::logs::read::follow_with(
+            dir, &names, args.lines, prefix, &filter, &stop, &mut out,
+        ) {
             Ok(()) => Ok(0),
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(0),
             Err(e) => Err(failure(
@@ -463,15 +484,16 @@ fn logs(dir: &Path, args: &LogsArgs, json: bool) -> Outcome {
     }
     let mut text = String::new();
     for name in &names {
-        let lines = paios::logs::read::tail(dir, name, args.lines).map_err(|e| {
-            failure(
-                "logs",
-                format!(
-                    "cannot read {}: {e}",
-                    paios::logs::log_path(dir, name).display()
-                ),
-            )
-        })?;
+        let lines =
+            paios::logs::read::tail_filtered(dir, name, args.lines, &filter).map_err(|e| {
+                failure(
+                    "logs",
+                    format!(
+                        "cannot read {}: {e}",
+                        paios::logs::log_path(dir, name).display()
+                    ),
+                )
+            })?;
         for line in lines {
             let line = String::from_utf8_lossy(&line);
             let line = line.trim_end_matches(['\n', '\r']);

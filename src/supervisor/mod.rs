@@ -106,6 +106,9 @@ pub async fn run(dirs: Dirs) -> anyhow::Result<()> {
             Some(msg) = ctl_rx.recv() => sup.on_control(msg),
             _ = sleep_until(deadline) => sup.on_timers(Instant::now()),
         }
+        if sup.shutting_down {
+            sup.advance_shutdown();
+        }
         sup.settle_ops();
         if sup.shutting_down && sup.all_stopped() {
             break;

@@ -69,8 +69,8 @@ impl Supervisor {
         };
         let last_handled = self.state_db.as_ref().and_then(|db| db.task_last(name));
         let now = Utc::now();
-        let next_after = |t: DateTime<Utc>| schedule.next_after(t).map(|n| n.with_timezone(&Utc));
-        let decision = catchup::catch_up(last_handled, now, task.catch_up, next_after);
+        let decision =
+            catchup::catch_up(last_handled, now, task.catch_up, |t| next_utc(&schedule, t));
         let Some(svc) = self.services.get_mut(name) else {
             return;
         };
@@ -150,8 +150,7 @@ impl Supervisor {
         let running = svc.run.is_some();
         let catch_up = svc.cfg.task.as_ref().is_none_or(|t| t.catch_up);
         let schedule = clock.schedule.clone();
-        let next_after = |t: DateTime<Utc>| schedule.next_after(t).map(|n| n.with_timezone(&Utc));
-        clock.next = next_after(now);
+        clock.next = next_utc(&schedule, now);
         if let Some(task) = &svc.cfg.task {
             clock.retries_left = task.retries;
         }
@@ -178,7 +177,7 @@ impl Supervisor {
                 .get(name)
                 .and_then(|s| s.clock.as_ref())
                 .and_then(|c| c.last_handled);
-            let decision = catchup::catch_up(last, now, catch_up, next_after);
+            let decision = catchup::catch_up(last, now, catch_up, |t| next_utc(&schedule, t));
             if decision.skipped_record {
                 self.record_event(
                     name,
@@ -323,4 +322,9 @@ impl Supervisor {
             self.alert(name, "task", "task_failed", detail);
         }
     }
+}
+
+/// The first scheduled time strictly after `t`, in UTC.
+fn next_utc(schedule: &Schedule, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    schedule.next_after(t).map(|n| n.with_timezone(&Utc))
 }
