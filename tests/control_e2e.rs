@@ -205,7 +205,7 @@ schedule = "0 0 1 1 *"
 "#;
 
 #[test]
-#[ignore = "needs the supervisor"]
+
 fn status_shows_services_as_table_and_json() {
     let d = Daemon::start(&[("kb", SLEEPER), ("daily", QUICK_TASK)]);
     let row = d.wait_for_state("kb", "running");
@@ -234,7 +234,7 @@ fn status_shows_services_as_table_and_json() {
 }
 
 #[test]
-#[ignore = "needs the supervisor"]
+
 fn stop_and_restart_wait_for_the_whole_group() {
     let d = Daemon::start(&[("kb", SLEEPER)]);
     let before = d.wait_for_state("kb", "running");
@@ -283,7 +283,7 @@ fn stop_and_restart_wait_for_the_whole_group() {
 }
 
 #[test]
-#[ignore = "needs the supervisor"]
+
 fn a_crash_looping_service_fails_and_start_clears_it() {
     let d = Daemon::start(&[(
         "crashy",
@@ -308,7 +308,7 @@ limit = { burst = 3, window = "1m", cooldown = "10m" }
 }
 
 #[test]
-#[ignore = "needs the supervisor"]
+
 fn run_waits_for_the_task_and_refuses_a_second_run() {
     let d = Daemon::start(&[("daily", QUICK_TASK)]);
     let out = d.ctl(&["--json", "run", "daily", "--no-wait"]);
@@ -332,7 +332,7 @@ fn run_waits_for_the_task_and_refuses_a_second_run() {
 }
 
 #[test]
-#[ignore = "needs the supervisor"]
+
 fn reload_reports_what_changed_and_refuses_broken_config() {
     let d = Daemon::start(&[("kb", SLEEPER)]);
     d.wait_for_state("kb", "running");
@@ -358,7 +358,7 @@ fn reload_reports_what_changed_and_refuses_broken_config() {
 }
 
 #[test]
-#[ignore = "needs the supervisor"]
+
 fn logs_show_the_last_lines() {
     let d = Daemon::start(&[(
         "talker",
@@ -387,7 +387,7 @@ fn logs_show_the_last_lines() {
 }
 
 #[test]
-#[ignore = "needs the supervisor"]
+
 fn fifty_concurrent_status_calls_while_services_restart() {
     let d = Daemon::start(&[
         (
@@ -432,7 +432,7 @@ limit = { burst = 1000, window = "1m", cooldown = "1m" }
 }
 
 #[test]
-#[ignore = "needs the supervisor"]
+
 fn shutdown_waits_until_paiosd_has_exited() {
     let mut d = Daemon::start(&[("kb", SLEEPER)]);
     let pgid = d.wait_for_state("kb", "running")["pgid"]

@@ -43,7 +43,12 @@ use timers::{Timer, Timers};
 const POLL_FIRST: Duration = Duration::from_millis(1);
 const POLL_MAX: Duration = Duration::from_millis(20);
 
-/// How many stderr lines a crash record keeps when the config does not say.
+/// How long a new run must stay up before `start`/`restart --wait` report it running
+/// (without a health probe): long enough that a command that fails at once is reported
+/// as failed rather than as started.
+pub const SETTLE: Duration = Duration::from_millis(200);
+
+/// How long a crash record waits for the run's last stderr lines.
 const TAIL_WAIT: Duration = Duration::from_millis(250);
 
 /// Runs paiosd until SIGTERM, SIGINT or `paiosctl shutdown` has stopped every service.
@@ -356,6 +361,7 @@ impl Supervisor {
                     stopping: None,
                     polls: 0,
                 });
+                self.timers.at(now + SETTLE, Timer::Wake);
                 self.start_waiting_dependents(name);
             }
             Err(e) => {
@@ -729,6 +735,7 @@ impl Supervisor {
                 }
                 Timer::Schedule(name) => self.on_schedule(&name),
                 Timer::Timeout(name, id) => self.on_timeout(&name, id),
+                Timer::Wake => {}
             }
         }
     }

@@ -253,7 +253,11 @@ impl Supervisor {
             WaitFor::Down => svc.run.is_none().then_some(true),
             WaitFor::Up { marker } => {
                 if svc.is_up() {
-                    Some(true)
+                    let settled = svc
+                        .run
+                        .as_ref()
+                        .is_some_and(|r| r.started.elapsed() >= super::SETTLE);
+                    settled.then_some(true)
                 } else if svc.run.is_some() {
                     None
                 } else if svc.runs_finished > marker
