@@ -103,8 +103,22 @@ fn reference_deployment_loads_without_errors() {
     ports.dedup();
     assert_eq!(ports.len(), count, "two services share a port");
 
-    assert_eq!(config.services["daily-tasks"].task.as_ref().unwrap().schedule, "0 7 * * *");
-    assert_eq!(config.services["weekly-tasks"].task.as_ref().unwrap().schedule, "0 8 * * 1");
+    assert_eq!(
+        config.services["daily-tasks"]
+            .task
+            .as_ref()
+            .unwrap()
+            .schedule,
+        "0 7 * * *"
+    );
+    assert_eq!(
+        config.services["weekly-tasks"]
+            .task
+            .as_ref()
+            .unwrap()
+            .schedule,
+        "0 8 * * 1"
+    );
 }
 
 #[test]
@@ -112,7 +126,10 @@ fn demo_config_loads_without_errors() {
     let config = load_with(&repo("integration/demo"), &env);
     assert_clean(&config);
     let names: Vec<&str> = config.services.keys().map(String::as_str).collect();
-    assert_eq!(names, ["crasher", "forker", "gateway", "heartbeat", "stubborn"]);
+    assert_eq!(
+        names,
+        ["crasher", "forker", "gateway", "heartbeat", "stubborn"]
+    );
     assert_shell_lines_parse(&config);
     assert_eq!(config.global.storm.crashes, 3);
     assert!(config.global.logs.timestamps);

@@ -198,7 +198,9 @@ fn locate_field_error(parser: &CronParser, fields: &[&str], whole: &CronError) -
 
 fn croner_message(e: &CronError) -> String {
     let text = match e {
-        CronError::IllegalCharacters(_) => return "contains a character cron does not allow".into(),
+        CronError::IllegalCharacters(_) => {
+            return "contains a character cron does not allow".into()
+        }
         CronError::ComponentError(m) | CronError::InvalidPattern(m) => m.clone(),
         other => other.to_string(),
     };
