@@ -15,6 +15,7 @@ fn env(name: &str) -> Option<String> {
     match name {
         "HOME" => Some("/home/u".into()),
         "PORT" => Some("3001".into()),
+        "EMPTY" => Some(String::new()),
         _ => None,
     }
 }

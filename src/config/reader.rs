@@ -234,6 +234,7 @@ impl<'a> Section<'a> {
                 .or_else(|| elsewhere(name))
                 .or_else(|| {
                     let mut list: Vec<&str> = known.clone();
+                    list.sort_unstable();
                     list.dedup();
                     Some(format!(
                         "known keys here: {}",
@@ -556,13 +557,6 @@ impl<'a> Field<'a> {
     /// An array of strings with each element expanded.
     pub fn expanded_array(&self, non_empty: bool, example: &str) -> Option<Vec<String>> {
         let elems = self.str_array(non_empty, example)?;
-        if non_empty && elems.first().is_some_and(|e| e.value.is_empty()) {
-            self.error_help(
-                "the program name must not be empty",
-                format!("e.g. {} = {example}", self.leaf()),
-            );
-            return None;
-        }
         let mut out = Vec::with_capacity(elems.len());
         let mut ok = true;
         for e in &elems {
@@ -570,6 +564,14 @@ impl<'a> Field<'a> {
                 Some(v) => out.push(v),
                 None => ok = false,
             }
+        }
+        // Checked after expansion too: `${EMPTY}` as the program is no program.
+        if ok && non_empty && out.first().is_some_and(|p| p.is_empty()) {
+            self.error_help(
+                "the program name must not be empty",
+                format!("e.g. {} = {example}", self.leaf()),
+            );
+            return None;
         }
         ok.then_some(out)
     }
