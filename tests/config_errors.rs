@@ -100,6 +100,11 @@ fn top_level_keys() {
             "`NOPE` is not set",
         ),
         (
+            "command = ‸[\"${EMPTY}\"]",
+            "command",
+            "program name must not be empty",
+        ),
+        (
             "command = [\"node\", ‸\"${PORT\"]",
             "command[1]",
             "unclosed",
