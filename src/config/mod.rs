@@ -485,10 +485,25 @@ fn service_files(dir: &Path, errors: &mut Vec<ConfigError>) -> Vec<(String, Path
 
 /// Reads a config file as UTF-8. `Ok(None)`: the file does not exist.
 fn read_text(path: &Path) -> Result<Option<String>, ConfigError> {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
+    // Look before opening: opening a FIFO named `x.toml` would block loading forever.
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Err(file_error(
+                path,
+                "is a directory, not a file",
+                Some("service files are NAME.toml files directly in services.d".into()),
+            ))
+        }
+        Ok(m) if !m.is_file() => {
+            return Err(file_error(
+                path,
+                "is not a regular file (a FIFO, socket or device)",
+                None,
+            ));
+        }
+        Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // A dangling symlink opens as NotFound but is listed: say what it is.
+            // A dangling symlink is listed but not found: say what it is.
             return if std::fs::symlink_metadata(path).is_ok() {
                 Err(file_error(
                     path,
@@ -499,22 +514,13 @@ fn read_text(path: &Path) -> Result<Option<String>, ConfigError> {
                 Ok(None)
             };
         }
-        Err(e) => return Err(file_error(path, format!("cannot open: {e}"), None)),
-    };
-    match file.metadata() {
-        Ok(m) if m.is_dir() => {
-            return Err(file_error(
-                path,
-                "is a directory, not a file",
-                Some("service files are NAME.toml files directly in services.d".into()),
-            ))
-        }
-        Ok(m) if !m.is_file() => {
-            return Err(file_error(path, "is not a regular file", None));
-        }
-        Ok(_) => {}
         Err(e) => return Err(file_error(path, format!("cannot read: {e}"), None)),
     }
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(file_error(path, format!("cannot open: {e}"), None)),
+    };
     let mut bytes = Vec::new();
     if let Err(e) = file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes) {
         return Err(file_error(path, format!("cannot read: {e}"), None));

@@ -106,40 +106,52 @@ impl<'t> Ctx<'t> {
     }
 }
 
-/// The dotted key assigned on 1-based `line`, prefixed by the table header above it.
+/// The dotted key being assigned at 1-based `line`: the `key = …` on that line or,
+/// for a value left open across lines, the nearest one above it, prefixed by the
+/// table header it sits under.
 fn key_on_line(text: &str, line: usize) -> String {
-    let mut table = String::new();
-    for (i, l) in text.lines().enumerate() {
-        let l = l.trim();
-        if i + 1 == line {
-            let Some((k, _)) = l.split_once('=') else {
-                return String::new();
-            };
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let mut assignment = None;
+    for l in lines.iter().take(line).rev() {
+        if l.starts_with('[') {
+            break;
+        }
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        if let Some((k, _)) = l.split_once('=') {
             let k = k.trim();
             let bare = !k.is_empty()
                 && k.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "_-. ".contains(c));
-            if !bare {
-                return String::new();
+            if bare {
+                assignment = Some(k.split('.').map(str::trim).collect::<Vec<_>>().join("."));
+                break;
             }
-            let k: String = k.split('.').map(str::trim).collect::<Vec<_>>().join(".");
-            return if table.is_empty() {
-                k
-            } else {
-                format!("{table}.{k}")
-            };
         }
-        if l.starts_with('[') {
-            table = l
-                .trim_start_matches('[')
+    }
+    let Some(key) = assignment else {
+        return String::new();
+    };
+    let table = lines
+        .iter()
+        .take(line)
+        .rev()
+        .find(|l| l.starts_with('['))
+        .map(|l| {
+            l.trim_start_matches('[')
                 .split(']')
                 .next()
                 .unwrap_or("")
                 .trim()
-                .to_string();
-        }
+                .to_string()
+        })
+        .unwrap_or_default();
+    if table.is_empty() {
+        key
+    } else {
+        format!("{table}.{key}")
     }
-    String::new()
 }
 
 /// A table (header, inline or dotted) whose keys are being read.
@@ -222,6 +234,7 @@ impl<'a> Section<'a> {
                 .or_else(|| elsewhere(name))
                 .or_else(|| {
                     let mut list: Vec<&str> = known.clone();
+                    list.sort_unstable();
                     list.dedup();
                     Some(format!(
                         "known keys here: {}",
@@ -544,13 +557,6 @@ impl<'a> Field<'a> {
     /// An array of strings with each element expanded.
     pub fn expanded_array(&self, non_empty: bool, example: &str) -> Option<Vec<String>> {
         let elems = self.str_array(non_empty, example)?;
-        if non_empty && elems.first().is_some_and(|e| e.value.is_empty()) {
-            self.error_help(
-                "the program name must not be empty",
-                format!("e.g. {} = {example}", self.leaf()),
-            );
-            return None;
-        }
         let mut out = Vec::with_capacity(elems.len());
         let mut ok = true;
         for e in &elems {
@@ -558,6 +564,14 @@ impl<'a> Field<'a> {
                 Some(v) => out.push(v),
                 None => ok = false,
             }
+        }
+        // Checked after expansion too: `${EMPTY}` as the program is no program.
+        if ok && non_empty && out.first().is_some_and(|p| p.is_empty()) {
+            self.error_help(
+                "the program name must not be empty",
+                format!("e.g. {} = {example}", self.leaf()),
+            );
+            return None;
         }
         ok.then_some(out)
     }
@@ -608,6 +622,8 @@ mod tests {
         assert_eq!(key_on_line("[stop]\n signal . x = 1", 2), "stop.signal.x");
         assert_eq!(key_on_line("\"quoted\" = 1", 1), "");
         assert_eq!(key_on_line("garbage", 1), "");
+        assert_eq!(key_on_line("a = [\n  1,\n\n  x", 4), "a");
+        assert_eq!(key_on_line("a = 1\n[t]\n", 2), "");
     }
 
     #[test]

@@ -198,12 +198,18 @@ fn locate_field_error(parser: &CronParser, fields: &[&str], whole: &CronError) -
 
 fn croner_message(e: &CronError) -> String {
     let text = match e {
-        CronError::ComponentError(m)
-        | CronError::InvalidPattern(m)
-        | CronError::IllegalCharacters(m) => m.clone(),
+        CronError::IllegalCharacters(_) => {
+            return "contains a character cron does not allow".into()
+        }
+        CronError::ComponentError(m) | CronError::InvalidPattern(m) => m.clone(),
         other => other.to_string(),
     };
-    text.trim_end_matches('.').to_lowercase()
+    let text = text.trim_end_matches('.');
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 /// Validates an IANA zone name; an unknown one gets the closest known name as a hint.
@@ -406,7 +412,8 @@ mod tests {
             ("0 0 * * 8", "field 5 (day-of-week) `8`"),
             ("61 0 0 * * *", "field 1 (second) `61`"),
             ("0 */0 * * *", "field 2 (hour) `*/0`"),
-            ("0 x * * *", "field 2 (minute) `x`"),
+            ("0 x * * *", "field 2 (hour) `x`: contains a character"),
+            ("0 0 * * 8", "out of bounds"),
             ("* * * *", "4 fields"),
             ("0 0 1 1 * 2030 1", "7 fields"),
             ("@reboot", "not a supported nickname"),
