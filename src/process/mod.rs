@@ -296,6 +296,33 @@ pub fn rss_by_group() -> std::collections::HashMap<i32, u64> {
     by_group
 }
 
+/// The scheduler state letter of `pid` (`R`, `S`, `T`, ...), or `None` if it is gone.
+pub fn state(pid: i32) -> Option<char> {
+    if pid <= 0 {
+        return None;
+    }
+    os::start_and_state(pid).map(|(_, state)| state)
+}
+
+/// Resident memory of each of `pgids`, summed over its live members, from one scan of
+/// the process table that reads memory only for those groups' members.
+pub fn rss_of(pgids: &[i32]) -> std::collections::HashMap<i32, u64> {
+    let wanted: std::collections::HashSet<i32> = pgids.iter().copied().collect();
+    let mut by_group = std::collections::HashMap::new();
+    if wanted.is_empty() {
+        return by_group;
+    }
+    for (pid, pgid, state) in os::all_groups() {
+        if !wanted.contains(&pgid) || matches!(state, 'Z' | 'X') {
+            continue;
+        }
+        if let Some(rss) = os::rss_bytes(pid) {
+            *by_group.entry(pgid).or_insert(0u64) += rss;
+        }
+    }
+    by_group
+}
+
 /// True when the group has live members and every one of them is stopped (SIGSTOP,
 /// SIGTSTP, or a tracer's stop).
 pub fn group_all_stopped(pgid: i32) -> bool {

@@ -13,6 +13,7 @@ pub mod service;
 pub mod sweep;
 mod tasks;
 pub mod timers;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -92,6 +93,7 @@ pub async fn run(dirs: Dirs) -> anyhow::Result<()> {
     sup.sweep_leftovers();
 
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlMsg>(256);
+    let mut probe_rx = sup.take_probe_rx();
     let cancel = CancellationToken::new();
     let listener = control::server::bind(&dirs.socket())?;
     let server = tokio::spawn(control::server::serve(listener, ctl_tx, cancel.clone()));
@@ -109,6 +111,7 @@ pub async fn run(dirs: Dirs) -> anyhow::Result<()> {
                 }
             }
             Some(msg) = ctl_rx.recv() => sup.on_control(msg),
+            Some(ev) = probe_rx.recv() => sup.on_probe(ev),
             _ = sleep_until(deadline) => sup.on_timers(Instant::now()),
         }
         if sup.shutting_down {
@@ -157,6 +160,9 @@ pub struct Supervisor {
     next_run_id: u64,
     ops: Vec<Op>,
     shutting_down: bool,
+    /// Where probers send their results; the receiver is the event loop's.
+    probe_tx: mpsc::UnboundedSender<crate::health::ProbeEvent>,
+    probe_rx: Option<mpsc::UnboundedReceiver<crate::health::ProbeEvent>>,
 }
 
 impl Supervisor {
@@ -167,6 +173,7 @@ impl Supervisor {
         logs: Logs,
         state_db: Option<StateDb>,
     ) -> Supervisor {
+        let (probe_tx, probe_rx) = mpsc::unbounded_channel();
         let services = config
             .services
             .into_values()
@@ -186,6 +193,15 @@ impl Supervisor {
             next_run_id: 1,
             ops: Vec::new(),
             shutting_down: false,
+            probe_tx,
+            probe_rx: Some(probe_rx),
+        }
+    }
+
+    fn take_probe_rx(&mut self) -> mpsc::UnboundedReceiver<crate::health::ProbeEvent> {
+        match self.probe_rx.take() {
+            Some(rx) => rx,
+            None => mpsc::unbounded_channel().1,
         }
     }
 
@@ -289,7 +305,7 @@ impl Supervisor {
             .cfg
             .after
             .iter()
-            .filter(|dep| !self.services.get(*dep).is_some_and(Service::is_up))
+            .filter(|dep| !self.services.get(*dep).is_some_and(Service::is_ready))
             .cloned()
             .collect();
         if !missing.is_empty() {
@@ -360,9 +376,15 @@ impl Supervisor {
                     leader_exit: None,
                     stopping: None,
                     polls: 0,
+                    health: None,
+                    watch: Default::default(),
+                    hung_context: None,
                 });
                 self.timers.at(now + SETTLE, Timer::Wake);
-                self.start_waiting_dependents(name);
+                self.watch_run(name);
+                if self.services.get(name).is_some_and(Service::is_ready) {
+                    self.start_waiting_dependents(name);
+                }
             }
             Err(e) => {
                 tracing::error!(
@@ -468,6 +490,9 @@ impl Supervisor {
         if run.stopping.is_some() {
             return;
         }
+        if let Some(h) = &run.health {
+            h.cancel.cancel();
+        }
         let now = Instant::now();
         run.stopping = Some(Stopping {
             reason,
@@ -546,6 +571,9 @@ impl Supervisor {
             return;
         };
         let Some(run) = svc.run.take() else { return };
+        if let Some(h) = &run.health {
+            h.cancel.cancel();
+        }
         self.leaders.remove(&run.leader.pid);
         if let Some(db) = &self.state_db {
             if let Err(e) = db.remove_run(name, run.pgid) {
@@ -588,12 +616,18 @@ impl Supervisor {
             },
             attempt: run.attempt,
             delay_ms: run.delay.map(duration_ms),
-            context: None,
+            context: run.hung_context.clone(),
         };
         self.record_run(record, run.id);
-        let by_paiosd = run
-            .stopping
-            .is_some_and(|s| !matches!(s.reason, StopReason::LeaderExited | StopReason::Timeout));
+        let by_paiosd = run.stopping.is_some_and(|s| {
+            !matches!(
+                s.reason,
+                StopReason::LeaderExited
+                    | StopReason::Timeout
+                    | StopReason::Hung
+                    | StopReason::Memory
+            )
+        });
         self.after_run(name, exit_at, uptime, outcome, by_paiosd);
     }
 
@@ -736,6 +770,7 @@ impl Supervisor {
                 Timer::Schedule(name) => self.on_schedule(&name),
                 Timer::Timeout(name, id) => self.on_timeout(&name, id),
                 Timer::Wake => {}
+                Timer::Sample(name, id) => self.on_sample(&name, id),
             }
         }
     }
@@ -825,7 +860,11 @@ impl Supervisor {
             tokio::spawn(async move {
                 if let Ok(lines) = tail.await {
                     if !lines.is_empty() {
-                        record.context = Some(lines.join("\n"));
+                        let tail = lines.join("\n");
+                        record.context = Some(match record.context.take() {
+                            Some(why) => format!("{why}\n--- stderr ---\n{tail}"),
+                            None => tail,
+                        });
                     }
                 }
                 ledger.record(Record::Run(record));
@@ -843,6 +882,14 @@ fn classify(stopping: Option<Stopping>, status: Option<ExitStatus>) -> &'static 
             reason: StopReason::Timeout,
             ..
         }) => "timeout",
+        Some(Stopping {
+            reason: StopReason::Hung,
+            ..
+        }) => "hung",
+        Some(Stopping {
+            reason: StopReason::Memory,
+            ..
+        }) => "memory",
         Some(Stopping {
             reason: StopReason::LeaderExited,
             ..

@@ -253,10 +253,13 @@ impl Supervisor {
             WaitFor::Down => svc.run.is_none().then_some(true),
             WaitFor::Up { marker } => {
                 if svc.is_up() {
-                    let settled = svc
-                        .run
-                        .as_ref()
-                        .is_some_and(|r| r.started.elapsed() >= super::SETTLE);
+                    let settled = match svc.run.as_ref().and_then(|r| r.health.as_ref()) {
+                        Some(_) => svc.is_ready(),
+                        None => svc
+                            .run
+                            .as_ref()
+                            .is_some_and(|r| r.started.elapsed() >= super::SETTLE),
+                    };
                     settled.then_some(true)
                 } else if svc.run.is_some() {
                     None
@@ -376,7 +379,11 @@ impl Supervisor {
         let now = Instant::now();
         let now_sys = SystemTime::now();
         let mut rows = Vec::with_capacity(names.len());
-        let rss = process::rss_by_group();
+        let pgids: Vec<i32> = names
+            .iter()
+            .filter_map(|n| self.services.get(n)?.run.as_ref().map(|r| r.pgid))
+            .collect();
+        let rss = process::rss_of(&pgids);
         for name in names {
             let Some(svc) = self.services.get_mut(name) else {
                 continue;
@@ -405,7 +412,7 @@ impl Supervisor {
                     },
                     at: e.at.to_rfc3339(),
                 }),
-                health: None,
+                health: run.and_then(|r| r.health.as_ref()).map(|h| h.state.label()),
                 rss_bytes: run.map(|r| rss.get(&r.pgid).copied().unwrap_or(0)),
                 next_run: svc
                     .clock
@@ -424,6 +431,13 @@ impl Supervisor {
 pub fn state_of(svc: &Service, now: Instant) -> (&'static str, Option<String>) {
     if let Some(run) = &svc.run {
         return match run.stopping {
+            Some(s) if s.reason == StopReason::Hung => (
+                "hung",
+                Some(format!(
+                    "stopping after failed probes, for {:.1}s",
+                    now.saturating_duration_since(s.since).as_secs_f64()
+                )),
+            ),
             Some(s) => (
                 "stopping",
                 Some(format!(
@@ -434,7 +448,17 @@ pub fn state_of(svc: &Service, now: Instant) -> (&'static str, Option<String>) {
             None if run.leader_exit.is_some() => {
                 ("stopping", Some("leader exited; ending its group".into()))
             }
-            None => ("running", None),
+            None if run.watch.stopped_by_signal => (
+                "stopped-by-signal",
+                Some("every process of the group is stopped (SIGSTOP?)".into()),
+            ),
+            None => match &run.health {
+                Some(h) if !h.ready => (
+                    "starting",
+                    Some("waiting for the first healthy probe".into()),
+                ),
+                _ => ("running", None),
+            },
         };
     }
     match &svc.hold {

@@ -26,6 +26,10 @@ pub enum StopReason {
     LeaderExited,
     /// A task ran past its timeout.
     Timeout,
+    /// Its health probe failed `failures` times in a row.
+    Hung,
+    /// Its group's RSS went over `[memory] limit`.
+    Memory,
 }
 
 /// A stop sequence in progress.
@@ -54,6 +58,12 @@ pub struct Run {
     pub stopping: Option<Stopping>,
     /// Polls of an emptying group so far (sets the next poll's delay).
     pub polls: u32,
+    /// Probe state, for a service with `[health]`.
+    pub health: Option<super::watch::RunHealth>,
+    /// Memory samples and the stopped-by-signal check.
+    pub watch: super::watch::RunWatch,
+    /// Why paiosd ended it (probe errors, the memory figure), for the ledger's context.
+    pub hung_context: Option<String>,
 }
 
 impl Run {

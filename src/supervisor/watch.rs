@@ -1,0 +1,258 @@
+//! Hangs and memory inside the actor (promises 6 and 7): feeding probe results to each
+//! run's threshold machine, readiness for the services that come `after`, the `hung`
+//! restart, the memory sample (limit and growth), and services stopped by a signal.
+//!
+//! Probes run on tasks of their own (`crate::health`) and only report; every decision
+//! is taken here, on the actor, from pure policy (`policy::health`, `policy::growth`).
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::service::{Service, StopReason};
+use super::timers::Timer;
+use super::Supervisor;
+use crate::health::{self, ProbeEvent};
+use crate::policy::growth::GrowthWatch;
+use crate::policy::health::{HealthState, HealthThresholds, HealthVerdict};
+use crate::process;
+
+/// How often a service without a probe is checked for being stopped by a signal, and
+/// memory is sampled when the service's `[memory]` does not say.
+pub const SAMPLE_DEFAULT: Duration = Duration::from_secs(10);
+
+/// A run's health: the threshold machine, its prober, and whether it has been ready.
+#[derive(Debug, Clone)]
+pub struct RunHealth {
+    pub state: HealthState,
+    pub cancel: CancellationToken,
+    /// The first probe succeeded: the services that come `after` may start.
+    pub ready: bool,
+    /// An `on_failure = "alert"` service was reported unhealthy and has not recovered.
+    pub alerted: bool,
+}
+
+/// What the memory sample and the stop check keep per run.
+#[derive(Debug, Clone, Default)]
+pub struct RunWatch {
+    pub rss: Option<u64>,
+    pub growth: Option<GrowthWatch>,
+    pub next_sample: Option<Instant>,
+    /// Every process of the group was seen stopped since then.
+    pub stopped_since: Option<Instant>,
+    /// Reported as stopped by a signal (status and ledger).
+    pub stopped_by_signal: bool,
+}
+
+impl Service {
+    /// Up, and healthy once if it has a probe: what `after` and `start --wait` wait for.
+    pub fn is_ready(&self) -> bool {
+        self.run
+            .as_ref()
+            .is_some_and(|r| r.is_up() && r.health.as_ref().is_none_or(|h| h.ready))
+    }
+}
+
+impl Supervisor {
+    /// Starts the prober and the memory watch of the run just spawned.
+    pub(super) fn watch_run(&mut self, name: &str) {
+        let tx = self.probe_tx.clone();
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        let cfg = svc.cfg.clone();
+        let Some(run) = svc.run.as_mut() else { return };
+        if let Some(hc) = &cfg.health {
+            let cancel = CancellationToken::new();
+            health::spawn_prober(name.to_string(), run.id, hc.clone(), tx, cancel.clone());
+            run.health = Some(RunHealth {
+                state: HealthState::new(HealthThresholds::from(hc), run.started),
+                cancel,
+                ready: false,
+                alerted: false,
+            });
+        }
+        run.watch.growth = cfg.memory.as_ref().and_then(GrowthWatch::from_config);
+        let every = sample_interval(&cfg);
+        run.watch.next_sample = Some(run.started + every);
+        self.timers
+            .at(run.started + every, Timer::Sample(name.to_string(), run.id));
+    }
+
+    pub(super) fn on_probe(&mut self, ev: ProbeEvent) {
+        let now = Instant::now();
+        let Some(svc) = self.services.get_mut(&ev.service) else {
+            return;
+        };
+        let on_failure = svc.cfg.health.as_ref().map(|h| h.on_failure);
+        let Some(run) = svc.run.as_mut().filter(|r| r.id == ev.run_id && r.is_up()) else {
+            return;
+        };
+        let Some(h) = run.health.as_mut() else { return };
+        let before = h.state.verdict();
+        let verdict = h.state.on_result(now, ev.ok, ev.error.clone());
+        let name = ev.service.clone();
+        match verdict {
+            HealthVerdict::Healthy => {
+                let first = !h.ready;
+                h.ready = true;
+                let recovered = h.alerted;
+                h.alerted = false;
+                if first {
+                    tracing::info!(service = %name, "healthy: ready");
+                    self.start_waiting_dependents(&name);
+                } else if before != HealthVerdict::Healthy {
+                    tracing::info!(service = %name, "healthy again");
+                    if recovered {
+                        self.record_event(&name, "service", "health_recovered", None);
+                    }
+                }
+            }
+            HealthVerdict::Unhealthy { consecutive, of } => {
+                if consecutive == 1 {
+                    let err = ev.error.unwrap_or_default();
+                    tracing::warn!(service = %name, "health probe failed ({consecutive}/{of}): {err}");
+                    self.record_event(
+                        &name,
+                        "service",
+                        "health_failed",
+                        Some(format!("{consecutive}/{of}: {err}")),
+                    );
+                }
+            }
+            HealthVerdict::Hung => {
+                let errors: Vec<String> = h.state.recent_errors().map(str::to_string).collect();
+                let detail = format!(
+                    "{} consecutive probe failures: {}",
+                    h.state.consecutive(),
+                    errors.join("; ")
+                );
+                match on_failure {
+                    Some(crate::config::OnFailure::Alert) => {
+                        if !h.alerted {
+                            h.alerted = true;
+                            tracing::error!(service = %name, "unhealthy: {detail}");
+                            self.alert(&name, "service", "unhealthy", detail);
+                        }
+                    }
+                    _ => {
+                        tracing::error!(service = %name, "hung: {detail}; restarting");
+                        run.hung_context = Some(detail);
+                        self.begin_stop(&name, StopReason::Hung);
+                    }
+                }
+            }
+            HealthVerdict::Starting => {}
+        }
+    }
+
+    /// The periodic sample of one run: memory limit and growth, and a group stopped by
+    /// a signal when there is no probe to notice it.
+    pub(super) fn on_sample(&mut self, name: &str, run_id: u64) {
+        let now = Instant::now();
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        let cfg = svc.cfg.clone();
+        let Some(run) = svc.run.as_mut().filter(|r| r.id == run_id && r.is_up()) else {
+            return;
+        };
+        let every = sample_interval(&cfg);
+        let pgid = run.pgid;
+
+        if let Some(mem) = &cfg.memory {
+            let rss = process::rss_of(&[pgid]).get(&pgid).copied().unwrap_or(0);
+            run.watch.rss = Some(rss);
+            if let Some(limit) = mem.limit.filter(|limit| rss > *limit) {
+                let detail = format!(
+                    "group RSS {} over the limit of {}",
+                    human_bytes(rss),
+                    human_bytes(limit)
+                );
+                tracing::error!(service = name, "{detail}; restarting");
+                run.hung_context = Some(detail);
+                self.begin_stop(name, StopReason::Memory);
+                return;
+            }
+            if let Some(growth) = run.watch.growth.as_mut() {
+                growth.sample(now, rss);
+                if let Some(slope) = growth.check(now) {
+                    let detail = format!(
+                        "RSS growing {}/h over the last {:?} (now {}); alert above {}/h",
+                        human_bytes((slope * 3600.0) as u64),
+                        mem.window,
+                        human_bytes(rss),
+                        human_bytes((mem.growth_alert.unwrap_or(0.0) * 3600.0) as u64)
+                    );
+                    tracing::warn!(service = name, "memory growth: {detail}");
+                    self.alert(name, "service", "memory_growth", detail);
+                }
+            }
+        }
+
+        // Without a probe nothing else would notice a group that was SIGSTOPped.
+        if cfg.health.is_none() {
+            let Some(run) = self.services.get_mut(name).and_then(|s| s.run.as_mut()) else {
+                return;
+            };
+            let leader_stopped = matches!(process::state(run.leader.pid), Some('T' | 't'));
+            if leader_stopped && process::group_all_stopped(pgid) {
+                let since = *run.watch.stopped_since.get_or_insert(now);
+                if now.duration_since(since) >= every && !run.watch.stopped_by_signal {
+                    run.watch.stopped_by_signal = true;
+                    tracing::warn!(
+                        service = name,
+                        pgid,
+                        "every process of the group is stopped (SIGSTOP?)"
+                    );
+                    self.record_event(
+                        name,
+                        "service",
+                        "stopped_by_signal",
+                        Some(format!("pgid {pgid}: all processes stopped")),
+                    );
+                }
+            } else if run.watch.stopped_since.take().is_some() && run.watch.stopped_by_signal {
+                run.watch.stopped_by_signal = false;
+                self.record_event(name, "service", "continued", None);
+            }
+        }
+
+        let Some(run) = self.services.get_mut(name).and_then(|s| s.run.as_mut()) else {
+            return;
+        };
+        let at = now + every;
+        run.watch.next_sample = Some(at);
+        self.timers.at(at, Timer::Sample(name.to_string(), run_id));
+    }
+}
+
+fn sample_interval(cfg: &crate::config::ServiceConfig) -> Duration {
+    let from_memory = cfg.memory.as_ref().map(|m| m.interval);
+    let from_health = if cfg.health.is_none() {
+        Some(SAMPLE_DEFAULT)
+    } else {
+        None
+    };
+    [from_memory, from_health]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(SAMPLE_DEFAULT)
+        .max(Duration::from_millis(10))
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
