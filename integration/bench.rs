@@ -3,7 +3,7 @@
 //! to stop 200 services of which 20 ignore SIGTERM, paiosd's idle RSS and CPU with 200
 //! services, and `paiosctl status` round trips. It asserts nothing about speed.
 //!
-//! Run: `cargo build --release --bins --examples && target/release/examples/bench [--idle SECS] [--crashes N]`
+//! Run: `cargo build --release --bins --examples && target/release/examples/bench [--idle SECS] [--crashes N] [--probe SECS]`
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -285,6 +285,27 @@ fn two_hundred(bins: &Bins, idle: u64, out: &mut String) {
         percentile(&rtts, 0.99)
     );
 
+    // The daemon's side alone: one connection, no process start.
+    let socket = scratch.root.join("state/paiosd.sock");
+    let mut socket_rtts = Vec::new();
+    if let Ok(mut client) = paios::control::client::Client::connect(&socket) {
+        for _ in 0..500 {
+            let t = Instant::now();
+            let request = paios::control::protocol::Request::Status { names: Vec::new() };
+            if client.request(&request).is_ok() {
+                socket_rtts.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    socket_rtts.sort_by(f64::total_cmp);
+    let _ = writeln!(
+        out,
+        "status request over the socket with 200 services (daemon side + socket, {} requests): median {:.3} ms, p99 {:.3} ms",
+        socket_rtts.len(),
+        percentile(&socket_rtts, 0.5),
+        percentile(&socket_rtts, 0.99)
+    );
+
     // Idle cost.
     std::thread::sleep(Duration::from_secs(2));
     let (_, ticks0) = usage(daemon.pid());
@@ -318,14 +339,92 @@ fn two_hundred(bins: &Bins, idle: u64, out: &mut String) {
     }
 }
 
+/// 200 services probed every second (100 HTTP, 100 TCP): paiosd's CPU per minute, then
+/// the time from SIGSTOP to the `hung` decision against its floor (interval × failures).
+fn probing(bins: &Bins, secs: u64, out: &mut String) {
+    let scratch = Scratch::new("probe");
+    let base = 21000 + (std::process::id() % 2000) as u16 * 10;
+    for i in 0..200u16 {
+        let port = base + i;
+        let (mode, probe) = if i % 2 == 0 {
+            ("http", format!("http = \"http://127.0.0.1:{port}/\""))
+        } else {
+            ("tcp", format!("tcp = \"127.0.0.1:{port}\""))
+        };
+        scratch.service(
+            &format!("p{i:03}"),
+            &format!(
+                "command = [\"{}\", \"{mode}\", \"{port}\"]\n[health]\n{probe}\ninterval = \"1s\"\ntimeout = \"500ms\"\nfailures = 3\nstart_period = \"0s\"\n[restart]\nbackoff = {{ initial = \"100ms\", jitter = 0.0 }}\n",
+                bins.fixture.display()
+            ),
+        );
+    }
+    let daemon = Daemon::start(bins, &scratch);
+    let socket = scratch.root.join("state/paiosd.sock");
+    let status = || -> Vec<paios::control::protocol::ServiceStatus> {
+        let Ok(mut client) = paios::control::client::Client::connect(&socket) else {
+            return Vec::new();
+        };
+        match client.request(&paios::control::protocol::Request::Status { names: Vec::new() }) {
+            Ok(paios::control::protocol::Response::Ok(
+                paios::control::protocol::Reply::Status { services },
+            )) => services,
+            _ => Vec::new(),
+        }
+    };
+    let healthy = wait_for(Duration::from_secs(60), || {
+        status()
+            .iter()
+            .filter(|s| s.health.as_deref() == Some("healthy"))
+            .count()
+            == 200
+    });
+    let (_, t0) = usage(daemon.pid());
+    std::thread::sleep(Duration::from_secs(secs));
+    let (rss, t1) = usage(daemon.pid());
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let _ = writeln!(
+        out,
+        "paiosd probing 200 services every 1 s (100 HTTP, 100 TCP{}) over {secs} s: CPU {:.0} ms per minute, RSS {:.1} MiB",
+        if healthy { "" } else { "; not all were healthy!" },
+        (t1 - t0) as f64 * 1000.0 / hz * 60.0 / secs as f64,
+        rss as f64 / (1024.0 * 1024.0)
+    );
+    let mut latencies = Vec::new();
+    for s in status().into_iter().take(5) {
+        let (Some(pid), Some(pgid)) = (s.pid, s.pgid) else {
+            continue;
+        };
+        let t = Instant::now();
+        unsafe { libc::killpg(pgid, libc::SIGSTOP) };
+        let found = wait_for(Duration::from_secs(15), || {
+            status()
+                .iter()
+                .any(|r| r.name == s.name && (r.state == "hung" || r.pid.is_some_and(|p| p != pid)))
+        });
+        if found {
+            latencies.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    }
+    latencies.sort_by(f64::total_cmp);
+    let _ = writeln!(
+        out,
+        "hang detection (SIGSTOP to `hung`, interval 1 s, failures 3, timeout 500 ms; floor 3000 ms, aim floor + 1 interval): {}",
+        latencies.iter().map(|l| format!("{l:.0} ms")).collect::<Vec<_>>().join(", ")
+    );
+}
+
 fn main() {
     let mut idle = 60;
     let mut crashes = 300;
+    let mut probe_secs = 30;
     let args: Vec<String> = std::env::args().collect();
     for pair in args.windows(2) {
         match pair[0].as_str() {
             "--idle" => idle = pair[1].parse().unwrap_or(idle),
             "--crashes" => crashes = pair[1].parse().unwrap_or(crashes),
+            "--probe" => probe_secs = pair[1].parse().unwrap_or(probe_secs),
             _ => {}
         }
     }
@@ -342,5 +441,6 @@ fn main() {
     let mut out = String::new();
     restart_latency(&bins, crashes, &mut out);
     two_hundred(&bins, idle, &mut out);
+    probing(&bins, probe_secs, &mut out);
     print!("{out}");
 }

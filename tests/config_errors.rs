@@ -954,3 +954,26 @@ fn hostile_bytes_never_panic() {
         }
     }
 }
+
+#[test]
+fn a_probe_on_another_services_port_is_refused() {
+    let (_dir, config) = load_files(&[
+        (
+            "services.d/kb.toml",
+            "command = [\"node\"]\n[health]\nhttp = \"http://127.0.0.1:3001/health\"\n",
+        ),
+        (
+            "services.d/other.toml",
+            "command = [\"node\"]\n[health]\ntcp = \"localhost:3001\"\n",
+        ),
+        (
+            "services.d/own.toml",
+            "command = [\"node\"]\n[health]\ntcp = \"127.0.0.1:3002\"\n",
+        ),
+    ]);
+    let text = all_errors(&config);
+    assert!(text.contains("other.toml:3:7: `health.tcp`"), "{text}");
+    assert!(text.contains("`kb`"), "{text}");
+    assert!(config.services.contains_key("kb") && config.services.contains_key("own"));
+    assert!(!config.services.contains_key("other"));
+}

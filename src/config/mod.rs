@@ -368,11 +368,80 @@ pub fn load_with(dir: &Path, env: expand::EnvLookup<'_>) -> Config {
             }
         }
     }
+    shared_probe_ports(&mut parsed, &mut broken, &mut config.errors);
     config.services = graph::resolve(parsed, &broken, &mut config.errors);
     config
         .errors
         .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     config
+}
+
+/// A health probe must look at its own service: a probe aimed at the port another
+/// service's probe uses would judge (and restart) one service by another's health. The
+/// second file in name order gets the error and is not loaded.
+fn shared_probe_ports(
+    parsed: &mut BTreeMap<String, service::Parsed>,
+    broken: &mut BTreeSet<String>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let mut seen: BTreeMap<(String, u16), String> = BTreeMap::new();
+    let mut clash = Vec::new();
+    for (name, p) in parsed.iter() {
+        let Some(health) = &p.svc.health else {
+            continue;
+        };
+        let (key, written, target) = match &health.probe {
+            Probe::Http { url, .. } => match probe::parse_http_url(url) {
+                Ok(t) => ("health.http", url.clone(), (t.host, t.port)),
+                Err(_) => continue,
+            },
+            Probe::Tcp { addr } => match probe::parse_tcp_addr(addr) {
+                Ok(t) => ("health.tcp", addr.clone(), t),
+                Err(_) => continue,
+            },
+            Probe::Exec { .. } => continue,
+        };
+        let host = match target.0.to_ascii_lowercase().as_str() {
+            "localhost" | "127.0.0.1" => "127.0.0.1".to_string(),
+            "::1" | "[::1]" => "::1".to_string(),
+            other => other.to_string(),
+        };
+        match seen.get(&(host.clone(), target.1)) {
+            Some(first) => clash.push((
+                name.clone(),
+                key,
+                written,
+                first.clone(),
+                p.svc.file.clone(),
+            )),
+            None => {
+                seen.insert((host, target.1), name.clone());
+            }
+        }
+    }
+    for (name, key, written, first, file) in clash {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let (line, column) = text
+            .lines()
+            .enumerate()
+            .find_map(|(i, l)| {
+                let quoted = format!("\"{written}\"");
+                l.find(&quoted)
+                    .or_else(|| l.find(&written))
+                    .map(|c| (i + 1, c + 1))
+            })
+            .unwrap_or((0, 0));
+        errors.push(ConfigError {
+            file,
+            line,
+            column,
+            key: key.to_string(),
+            message: format!("`{written}` is the port that service `{first}` is probed on"),
+            help: Some("each service's probe must point at that service's own port".into()),
+        });
+        parsed.remove(&name);
+        broken.insert(name);
+    }
 }
 
 /// Service names: the file stem, letters, digits, `-` and `_`.
