@@ -123,6 +123,8 @@ pub async fn run(dirs: Dirs) -> anyhow::Result<()> {
         }
     }
 
+    // Members that died since the last poll are paiosd's zombies: collect them too.
+    sup.reap_all();
     sup.record_event("paiosd", "daemon", "daemon_stop", Some("clean stop".into()));
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
@@ -163,6 +165,10 @@ pub struct Supervisor {
     /// Where probers send their results; the receiver is the event loop's.
     probe_tx: mpsc::UnboundedSender<crate::health::ProbeEvent>,
     probe_rx: Option<mpsc::UnboundedReceiver<crate::health::ProbeEvent>>,
+    /// When the sampler next wakes (one wake-up for every run due).
+    sample_tick: Option<Instant>,
+    /// The last scan of group memory, reused by `status` for a second.
+    rss_cache: Option<(Instant, std::collections::HashMap<i32, u64>)>,
 }
 
 impl Supervisor {
@@ -195,6 +201,8 @@ impl Supervisor {
             shutting_down: false,
             probe_tx,
             probe_rx: Some(probe_rx),
+            sample_tick: None,
+            rss_cache: None,
         }
     }
 
@@ -559,7 +567,17 @@ impl Supervisor {
         if group_exists(run.pgid) && process::group_alive(run.pgid) {
             self.schedule_poll(name);
         } else if run.leader_exit.is_some() || !process::is_alive(run.leader) {
-            self.finish_run(name);
+            // Only zombies are left: those that are paiosd's (re-parented members) are
+            // collected now, so that "stopped" also means no trace in the process table.
+            self.reap_all();
+            let same = self
+                .services
+                .get(name)
+                .and_then(|s| s.run.as_ref())
+                .is_some_and(|r| r.id == run_id);
+            if same {
+                self.finish_run(name);
+            }
         } else {
             self.schedule_poll(name);
         }
@@ -770,7 +788,7 @@ impl Supervisor {
                 Timer::Schedule(name) => self.on_schedule(&name),
                 Timer::Timeout(name, id) => self.on_timeout(&name, id),
                 Timer::Wake => {}
-                Timer::Sample(name, id) => self.on_sample(&name, id),
+                Timer::Sample => self.on_sample_tick(now),
             }
         }
     }

@@ -15,6 +15,10 @@ use crate::control::protocol::{
 };
 use crate::process::{self, ExitStatus};
 
+/// How long a scan of group memory is reused by `status`: a script polling status in a
+/// loop must not turn into a process-table scan per call.
+const RSS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What an operation waits for, per service.
 #[derive(Debug, Clone, Copy)]
 pub enum WaitFor {
@@ -383,7 +387,19 @@ impl Supervisor {
             .iter()
             .filter_map(|n| self.services.get(n)?.run.as_ref().map(|r| r.pgid))
             .collect();
-        let rss = process::rss_of(&pgids);
+        let rss = match &self.rss_cache {
+            Some((at, cached))
+                if now.saturating_duration_since(*at) < RSS_FRESH
+                    && pgids.iter().all(|p| cached.contains_key(p)) =>
+            {
+                cached.clone()
+            }
+            _ => {
+                let fresh = process::rss_of(&pgids);
+                self.rss_cache = Some((now, fresh.clone()));
+                fresh
+            }
+        };
         for name in names {
             let Some(svc) = self.services.get_mut(name) else {
                 continue;

@@ -20,8 +20,8 @@ pub enum Timer {
     Schedule(String),
     /// Task run `run_id` may have run past its timeout.
     Timeout(String, u64),
-    /// Time to sample run `run_id`'s memory and check whether it was stopped by a signal.
-    Sample(String, u64),
+    /// Time to sample memory and check for groups stopped by a signal (every run due).
+    Sample,
     /// Nothing to do but look at waiting operations again (a run has settled).
     Wake,
 }

@@ -17,9 +17,11 @@ use crate::policy::growth::GrowthWatch;
 use crate::policy::health::{HealthState, HealthThresholds, HealthVerdict};
 use crate::process;
 
-/// How often a service without a probe is checked for being stopped by a signal, and
-/// memory is sampled when the service's `[memory]` does not say.
-pub const SAMPLE_DEFAULT: Duration = Duration::from_secs(10);
+/// How often a service without a probe is checked for being stopped by a signal (when
+/// its `[memory] interval` does not make it more often): rare enough that 200 idle
+/// services cost almost nothing, often enough that a SIGSTOPped group is reported
+/// within a minute.
+pub const SAMPLE_DEFAULT: Duration = Duration::from_secs(30);
 
 /// A run's health: the threshold machine, its prober, and whether it has been ready.
 #[derive(Debug, Clone)]
@@ -73,10 +75,51 @@ impl Supervisor {
             });
         }
         run.watch.growth = cfg.memory.as_ref().and_then(GrowthWatch::from_config);
-        let every = sample_interval(&cfg);
-        run.watch.next_sample = Some(run.started + every);
-        self.timers
-            .at(run.started + every, Timer::Sample(name.to_string(), run.id));
+        let at = run.started + sample_interval(&cfg);
+        run.watch.next_sample = Some(at);
+        self.arm_sampler(at);
+    }
+
+    /// Makes sure the sampler wakes by `at`. One wake-up serves every run that is due,
+    /// so 200 services sampled every 10 s cost one wake-up per 10 s, not twenty a second.
+    fn arm_sampler(&mut self, at: Instant) {
+        if self.sample_tick.is_none_or(|tick| at < tick) {
+            self.sample_tick = Some(at);
+            self.timers.at(at, Timer::Sample);
+        }
+    }
+
+    /// The sampler's wake-up: samples every run due now, or due within half its
+    /// interval (so runs started at different moments fall into step), then re-arms.
+    pub(super) fn on_sample_tick(&mut self, now: Instant) {
+        if self.sample_tick.is_some_and(|tick| tick > now) {
+            return; // superseded by an earlier tick that already ran
+        }
+        self.sample_tick = None;
+        let due: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(_, s)| {
+                let slack = (sample_interval(&s.cfg) / 2).min(Duration::from_secs(5));
+                s.run
+                    .as_ref()
+                    .filter(|r| r.is_up())
+                    .and_then(|r| r.watch.next_sample)
+                    .is_some_and(|at| at <= now + slack)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            self.on_sample(&name, now);
+        }
+        let next = self
+            .services
+            .values()
+            .filter_map(|s| s.run.as_ref().filter(|r| r.is_up())?.watch.next_sample)
+            .min();
+        if let Some(at) = next {
+            self.arm_sampler(at.max(now + Duration::from_millis(1)));
+        }
     }
 
     pub(super) fn on_probe(&mut self, ev: ProbeEvent) {
@@ -148,19 +191,22 @@ impl Supervisor {
 
     /// The periodic sample of one run: memory limit and growth, and a group stopped by
     /// a signal when there is no probe to notice it.
-    pub(super) fn on_sample(&mut self, name: &str, run_id: u64) {
-        let now = Instant::now();
+    fn on_sample(&mut self, name: &str, now: Instant) {
         let Some(svc) = self.services.get_mut(name) else {
             return;
         };
-        let cfg = svc.cfg.clone();
-        let Some(run) = svc.run.as_mut().filter(|r| r.id == run_id && r.is_up()) else {
+        let (every, memory, probed) = (
+            sample_interval(&svc.cfg),
+            svc.cfg.memory,
+            svc.cfg.health.is_some(),
+        );
+        let Some(run) = svc.run.as_mut().filter(|r| r.is_up()) else {
             return;
         };
-        let every = sample_interval(&cfg);
+        run.watch.next_sample = Some(now + every);
         let pgid = run.pgid;
 
-        if let Some(mem) = &cfg.memory {
+        if let Some(mem) = &memory {
             let rss = process::rss_of(&[pgid]).get(&pgid).copied().unwrap_or(0);
             run.watch.rss = Some(rss);
             if let Some(limit) = mem.limit.filter(|limit| rss > *limit) {
@@ -191,7 +237,7 @@ impl Supervisor {
         }
 
         // Without a probe nothing else would notice a group that was SIGSTOPped.
-        if cfg.health.is_none() {
+        if !probed {
             let Some(run) = self.services.get_mut(name).and_then(|s| s.run.as_mut()) else {
                 return;
             };
@@ -217,13 +263,6 @@ impl Supervisor {
                 self.record_event(name, "service", "continued", None);
             }
         }
-
-        let Some(run) = self.services.get_mut(name).and_then(|s| s.run.as_mut()) else {
-            return;
-        };
-        let at = now + every;
-        run.watch.next_sample = Some(at);
-        self.timers.at(at, Timer::Sample(name.to_string(), run_id));
     }
 }
 
