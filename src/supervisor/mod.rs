@@ -1099,9 +1099,21 @@ impl Supervisor {
                 }));
                 self.begin_shutdown("paiosctl shutdown");
             }
-            Request::Start { target, wait } => self.op_start(target, wait, reply),
-            Request::Stop { target, wait } => self.op_stop(target, wait, reply),
-            Request::Restart { target, wait } => self.op_restart(target, wait, reply),
+            Request::Start { target, wait } => {
+                self.with_targets(&target, reply, |s, names, reply| {
+                    s.op_start(names, wait, reply)
+                })
+            }
+            Request::Stop { target, wait } => {
+                self.with_targets(&target, reply, |s, names, reply| {
+                    s.op_stop(names, wait, reply)
+                })
+            }
+            Request::Restart { target, wait } => {
+                self.with_targets(&target, reply, |s, names, reply| {
+                    s.op_restart(names, wait, reply)
+                })
+            }
             Request::Run { name, wait } => self.op_run(name, wait, reply),
         }
     }

@@ -46,6 +46,22 @@ pub struct Op {
 }
 
 impl Supervisor {
+    /// Resolves the names of a start/stop/restart and hands them to `op`, or answers the
+    /// request with the error (an unknown name, or no name and no `--all`).
+    pub(super) fn with_targets(
+        &mut self,
+        target: &Target,
+        reply: oneshot::Sender<Response>,
+        op: impl FnOnce(&mut Self, Vec<String>, oneshot::Sender<Response>),
+    ) {
+        match self.targets(target) {
+            Ok(names) => op(self, names, reply),
+            Err(e) => {
+                let _ = reply.send(e);
+            }
+        }
+    }
+
     fn targets(&self, target: &Target) -> Result<Vec<String>, Response> {
         if !target.all && target.names.is_empty() {
             return Err(error(
@@ -65,17 +81,10 @@ impl Supervisor {
 
     pub(super) fn op_start(
         &mut self,
-        target: Target,
+        names: Vec<String>,
         wait: bool,
         reply: oneshot::Sender<Response>,
     ) {
-        let names = match self.targets(&target) {
-            Ok(names) => names,
-            Err(e) => {
-                let _ = reply.send(e);
-                return;
-            }
-        };
         let mut waits = Vec::new();
         let mut fixed = Vec::new();
         for name in names {
@@ -107,14 +116,12 @@ impl Supervisor {
         self.push_op(OpKind::Ops, reply, waits, fixed, wait);
     }
 
-    pub(super) fn op_stop(&mut self, target: Target, wait: bool, reply: oneshot::Sender<Response>) {
-        let names = match self.targets(&target) {
-            Ok(names) => names,
-            Err(e) => {
-                let _ = reply.send(e);
-                return;
-            }
-        };
+    pub(super) fn op_stop(
+        &mut self,
+        names: Vec<String>,
+        wait: bool,
+        reply: oneshot::Sender<Response>,
+    ) {
         let mut waits = Vec::new();
         for name in names {
             let Some(svc) = self.services.get_mut(&name) else {
@@ -133,17 +140,10 @@ impl Supervisor {
 
     pub(super) fn op_restart(
         &mut self,
-        target: Target,
+        names: Vec<String>,
         wait: bool,
         reply: oneshot::Sender<Response>,
     ) {
-        let names = match self.targets(&target) {
-            Ok(names) => names,
-            Err(e) => {
-                let _ = reply.send(e);
-                return;
-            }
-        };
         let mut waits = Vec::new();
         let mut fixed = Vec::new();
         for name in names {
