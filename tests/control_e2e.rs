@@ -6,164 +6,17 @@
 //! Each test records the process groups paiosd reported and ends them in `Drop`, with
 //! paiosd itself, whatever the outcome.
 
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, killpg, Signal};
+use common::daemon::{text, Daemon};
+use nix::sys::signal::killpg;
 use nix::unistd::Pid;
 
-struct Daemon {
-    root: tempfile::TempDir,
-    child: Option<Child>,
-    /// Every PGID seen in a status answer, to end in `Drop`.
-    groups: std::cell::RefCell<Vec<i32>>,
-}
-
-impl Daemon {
-    fn config(&self) -> PathBuf {
-        self.root.path().join("config")
-    }
-    fn state(&self) -> PathBuf {
-        self.root.path().join("state")
-    }
-    fn logs(&self) -> PathBuf {
-        self.root.path().join("logs")
-    }
-
-    /// Starts paiosd with `services` (name, TOML text) and waits until it answers.
-    fn start(services: &[(&str, &str)]) -> Daemon {
-        let root = tempfile::tempdir().expect("tempdir");
-        let d = Daemon {
-            root,
-            child: None,
-            groups: Default::default(),
-        };
-        std::fs::create_dir_all(d.config().join("services.d")).expect("config dir");
-        for (name, text) in services {
-            d.write_service(name, text);
-        }
-        let mut d = d;
-        let child = Command::new(env!("CARGO_BIN_EXE_paiosd"))
-            .arg("--config-dir")
-            .arg(d.config())
-            .arg("--state-dir")
-            .arg(d.state())
-            .arg("--log-dir")
-            .arg(d.logs())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("paiosd starts");
-        d.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if d.ctl(&["ping"]).status.code() == Some(0) {
-                return d;
-            }
-            if let Some(child) = d.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    let mut err = String::new();
-                    if let Some(mut e) = child.stderr.take() {
-                        let _ = e.read_to_string(&mut err);
-                    }
-                    panic!("paiosd exited early ({status}): {err}");
-                }
-            }
-            assert!(Instant::now() < deadline, "paiosd never answered ping");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn write_service(&self, name: &str, text: &str) {
-        std::fs::write(
-            self.config()
-                .join("services.d")
-                .join(format!("{name}.toml")),
-            text,
-        )
-        .expect("service file");
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_paiosctl"))
-            .arg("--config-dir")
-            .arg(self.config())
-            .arg("--state-dir")
-            .arg(self.state())
-            .arg("--log-dir")
-            .arg(self.logs())
-            .args(args)
-            .env_remove("NO_COLOR")
-            .output()
-            .expect("paiosctl runs")
-    }
-
-    /// `status --json`, remembering every process group for cleanup.
-    fn status(&self) -> Vec<serde_json::Value> {
-        let out = self.ctl(&["--json", "status"]);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        let rows: Vec<serde_json::Value> =
-            serde_json::from_slice(&out.stdout).expect("status JSON");
-        for row in &rows {
-            if let Some(pgid) = row["pgid"].as_i64().and_then(|p| i32::try_from(p).ok()) {
-                let mut groups = self.groups.borrow_mut();
-                if !groups.contains(&pgid) {
-                    groups.push(pgid);
-                }
-            }
-        }
-        rows
-    }
-
-    fn row(&self, name: &str) -> serde_json::Value {
-        self.status()
-            .into_iter()
-            .find(|r| r["name"] == name)
-            .unwrap_or_else(|| panic!("{name} in status"))
-    }
-
-    fn wait_for_state(&self, name: &str, state: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let row = self.row(name);
-            if row["state"] == state {
-                return row;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} never became {state}: {row}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = Pid::from_raw(child.id() as i32);
-            let _ = kill(pid, Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for pgid in self.groups.borrow().iter() {
-            let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
-        }
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+fn wait_for_state(d: &Daemon, name: &str, state: &str) -> serde_json::Value {
+    d.wait_state(name, state, Duration::from_secs(10))
 }
 
 fn group_is_empty(pgid: i32) -> bool {
@@ -208,7 +61,7 @@ schedule = "0 0 1 1 *"
 
 fn status_shows_services_as_table_and_json() {
     let d = Daemon::start(&[("kb", SLEEPER), ("daily", QUICK_TASK)]);
-    let row = d.wait_for_state("kb", "running");
+    let row = wait_for_state(&d, "kb", "running");
     assert_eq!(row["kind"], "service");
     assert!(row["pid"].as_i64().is_some_and(|p| p > 0), "{row}");
     assert!(row["pgid"].as_i64().is_some_and(|p| p > 0), "{row}");
@@ -237,7 +90,7 @@ fn status_shows_services_as_table_and_json() {
 
 fn stop_and_restart_wait_for_the_whole_group() {
     let d = Daemon::start(&[("kb", SLEEPER)]);
-    let before = d.wait_for_state("kb", "running");
+    let before = wait_for_state(&d, "kb", "running");
     let old_pgid = before["pgid"].as_i64().expect("pgid") as i32;
     #[cfg(target_os = "linux")]
     {
@@ -276,7 +129,7 @@ fn stop_and_restart_wait_for_the_whole_group() {
 
     let out = d.ctl(&["stop", "--all", "--no-wait"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    d.wait_for_state("kb", "stopped");
+    wait_for_state(&d, "kb", "stopped");
 
     let out = d.ctl(&["restart", "nope"]);
     assert_eq!(out.status.code(), Some(1));
@@ -294,7 +147,7 @@ backoff = { initial = "10ms", max = "20ms" }
 limit = { burst = 3, window = "1m", cooldown = "10m" }
 "#,
     )]);
-    let row = d.wait_for_state("crashy", "failed");
+    let row = wait_for_state(&d, "crashy", "failed");
     assert!(
         row["restarts_24h"].as_u64().is_some_and(|n| n >= 3),
         "{row}"
@@ -319,7 +172,7 @@ fn run_waits_for_the_task_and_refuses_a_second_run() {
     assert_eq!(out.status.code(), Some(1));
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(value["error"]["code"], "busy", "{value}");
-    d.wait_for_state("daily", "idle");
+    wait_for_state(&d, "daily", "idle");
     let out = d.ctl(&["run", "daily"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
@@ -335,8 +188,8 @@ fn run_waits_for_the_task_and_refuses_a_second_run() {
 
 fn reload_reports_what_changed_and_refuses_broken_config() {
     let d = Daemon::start(&[("kb", SLEEPER)]);
-    d.wait_for_state("kb", "running");
-    d.write_service("new", SLEEPER);
+    wait_for_state(&d, "kb", "running");
+    d.dirs.write_service("new", SLEEPER);
     let out = d.ctl(&["reload"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
@@ -344,9 +197,10 @@ fn reload_reports_what_changed_and_refuses_broken_config() {
         "{}",
         text(&out.stdout)
     );
-    d.wait_for_state("new", "running");
+    wait_for_state(&d, "new", "running");
 
-    d.write_service("broken", "shell = \"true\"\n[stop]\ngrace = \"soon\"\n");
+    d.dirs
+        .write_service("broken", "shell = \"true\"\n[stop]\ngrace = \"soon\"\n");
     let out = d.ctl(&["--json", "reload"]);
     assert_eq!(out.status.code(), Some(1));
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
@@ -365,7 +219,7 @@ fn logs_show_the_last_lines() {
         r#"shell = "for i in 1 2 3 4 5; do echo line-$i; done; sleep 300"
 "#,
     )]);
-    d.wait_for_state("talker", "running");
+    wait_for_state(&d, "talker", "running");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let out = d.ctl(&["logs", "talker", "-n", "2"]);
@@ -401,8 +255,12 @@ limit = { burst = 1000, window = "1m", cooldown = "1m" }
         ),
         ("kb", SLEEPER),
     ]);
-    d.wait_for_state("kb", "running");
-    let (config, state, logs) = (d.config(), d.state(), d.logs());
+    wait_for_state(&d, "kb", "running");
+    let (config, state, logs) = (
+        d.dirs.config.clone(),
+        d.dirs.state.clone(),
+        d.dirs.logs.clone(),
+    );
     let threads: Vec<_> = (0..50)
         .map(|_| {
             let (config, state, logs) = (config.clone(), state.clone(), logs.clone());
@@ -435,7 +293,7 @@ limit = { burst = 1000, window = "1m", cooldown = "1m" }
 
 fn shutdown_waits_until_paiosd_has_exited() {
     let mut d = Daemon::start(&[("kb", SLEEPER)]);
-    let pgid = d.wait_for_state("kb", "running")["pgid"]
+    let pgid = wait_for_state(&d, "kb", "running")["pgid"]
         .as_i64()
         .expect("pgid") as i32;
     let out = d.ctl(&["ping"]);
@@ -451,19 +309,11 @@ fn shutdown_waits_until_paiosd_has_exited() {
         live_members(pgid).is_empty(),
         "a service outlived paiosd's shutdown"
     );
-    let child = d.child.as_mut().expect("child");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            assert!(status.success(), "{status}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "paiosd still running after shutdown returned"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(5)),
+        Some(0),
+        "paiosd still running after shutdown returned, or failed"
+    );
     let out = d.ctl(&["status"]);
     assert_eq!(out.status.code(), Some(3));
     let out = d.ctl(&["version"]);
