@@ -26,28 +26,6 @@ fn group_is_empty(pgid: i32) -> bool {
     )
 }
 
-/// Members of `pgid` that are alive and not zombies, from /proc.
-#[cfg(target_os = "linux")]
-fn live_members(pgid: i32) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-            continue;
-        };
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        if fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str()) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
 const SLEEPER: &str = r#"shell = "sleep 300 & sleep 300 & wait"
 [stop]
 grace = "2s"
@@ -92,10 +70,9 @@ fn stop_and_restart_wait_for_the_whole_group() {
     let d = Daemon::start(&[("kb", SLEEPER)]);
     let before = wait_for_state(&d, "kb", "running");
     let old_pgid = before["pgid"].as_i64().expect("pgid") as i32;
-    #[cfg(target_os = "linux")]
     {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while live_members(old_pgid).len() < 3 {
+        while paios::process::group_members(old_pgid).len() < 3 {
             assert!(Instant::now() < deadline, "grandchildren never started");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -306,7 +283,7 @@ fn shutdown_waits_until_paiosd_has_exited() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(
-        live_members(pgid).is_empty(),
+        paios::process::group_members(pgid).is_empty(),
         "a service outlived paiosd's shutdown"
     );
     assert_eq!(
