@@ -399,7 +399,12 @@ mod tests {
         );
         // Half-hourly through the repeated hour: its second pass adds no runs.
         assert_eq!(
-            runs("*/30 * * * *", "America/New_York", "2026-11-01T04:45:00Z", 4),
+            runs(
+                "*/30 * * * *",
+                "America/New_York",
+                "2026-11-01T04:45:00Z",
+                4
+            ),
             [
                 "2026-11-01T01:00:00-04:00",
                 "2026-11-01T01:30:00-04:00",
