@@ -19,6 +19,12 @@ use crate::policy::catchup::{self, SlotAction};
 /// The longest the actor sleeps before looking at the wall clock again.
 const RECHECK: Duration = Duration::from_secs(60);
 
+/// How much before a slot the timer is armed. Tokio's timer wheel ticks in whole
+/// milliseconds and rounds a deadline up, so a timer fires up to about 1.2 ms late;
+/// arming it this much early and sleeping the rest on the thread (at most this long,
+/// once per slot) starts a task within a fraction of a millisecond of its time.
+const EARLY: Duration = Duration::from_millis(2);
+
 /// A slot handled later than this counts as missed (the machine slept, or the clock
 /// jumped) and follows the catch-up rule instead of the on-time one.
 const LATE: chrono::Duration = chrono::Duration::seconds(90);
@@ -133,7 +139,7 @@ impl Supervisor {
 
     /// A task's wake-up: start it if its time has come, then arm the next one.
     pub(super) fn on_schedule(&mut self, name: &str) {
-        let now = Utc::now();
+        let mut now = Utc::now();
         let Some(svc) = self.services.get_mut(name) else {
             return;
         };
@@ -153,6 +159,14 @@ impl Supervisor {
         }
         clock.wake = None;
         let Some(slot) = clock.next else { return };
+        if let Ok(ahead) = (slot - now).to_std() {
+            if ahead <= EARLY {
+                // Woken on purpose just before the slot (see `wake_at`): the thread's
+                // own sleep is precise to tens of microseconds, tokio's timer to 1 ms.
+                std::thread::sleep(ahead);
+                now = Utc::now();
+            }
+        }
         let schedule = clock.schedule.clone();
         let decision = decide(slot, now, clock.last_handled, running, task.catch_up, |t| {
             next_utc(&schedule, t)
@@ -379,7 +393,8 @@ pub fn decide(
 }
 
 /// The monotonic instant to wake at for a slot at wall time `next`, seen at `now_wall`
-/// / `now_mono`: the slot itself, or [`RECHECK`] from now, whichever comes first.
+/// / `now_mono`: [`EARLY`] before the slot, or [`RECHECK`] from now, whichever comes
+/// first.
 /// Monotonic clocks stop during a suspend on both Linux and macOS, so one long sleep
 /// to a slot hours away would wake hours late; re-reading the wall clock every minute
 /// bounds that to a minute. Rechecks are rounded down to a whole second of a shared
@@ -387,7 +402,7 @@ pub fn decide(
 fn wake_at(next: DateTime<Utc>, now_wall: DateTime<Utc>, now_mono: Instant) -> Instant {
     let wait = (next - now_wall).to_std().unwrap_or(Duration::ZERO);
     if wait < RECHECK {
-        return now_mono + wait;
+        return now_mono + wait.saturating_sub(EARLY);
     }
     static GRID: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     let base = *GRID.get_or_init(|| now_mono);
@@ -498,7 +513,7 @@ mod tests {
         let wall = utc("2026-11-24T07:00:00Z");
         let mono = Instant::now();
         let soon = wake_at(utc("2026-11-24T07:00:02.5Z"), wall, mono);
-        assert_eq!(soon - mono, Duration::from_millis(2500));
+        assert_eq!(soon - mono, Duration::from_millis(2500) - EARLY);
         assert_eq!(wake_at(utc("2026-11-24T06:00:00Z"), wall, mono), mono);
         let far = wake_at(utc("2026-11-25T07:00:00Z"), wall, mono) - mono;
         assert!(
