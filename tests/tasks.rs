@@ -82,7 +82,7 @@ fn a_per_second_task_runs_is_recorded_and_shows_in_status() {
         // Started on its slot: a whole second plus what spawning takes.
         let started = time(&run["started_at"]);
         let ms = started.timestamp_subsec_millis();
-        assert!(ms < 500, "started {ms} ms after its second: {run}");
+        assert!(ms < 800, "started {ms} ms after its second: {run}");
     }
     // Between runs it is idle, with its next time and the last result.
     let mut row = serde_json::Value::Null;
@@ -155,6 +155,7 @@ fn a_task_past_its_timeout_is_ended_with_its_grandchildren() {
     assert_eq!(run["signal"], "SIGTERM", "{run}");
     let row = d.wait_state("slow", "idle", Duration::from_secs(5));
     assert_eq!(row["last_exit"]["signal"], "SIGTERM", "{row}");
+    assert_eq!(row["detail"], "last run timeout", "{row}");
 }
 
 #[test]
@@ -296,7 +297,7 @@ fn downtime_without_catch_up_runs_nothing_and_records_the_skip() {
         0,
         "run at {first} is off its schedule"
     );
-    assert!(first.timestamp_subsec_millis() < 500, "run at {first}");
+    assert!(first.timestamp_subsec_millis() < 800, "run at {first}");
 }
 
 #[test]
