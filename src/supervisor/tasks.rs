@@ -19,6 +19,11 @@ use crate::policy::catchup::{self, SlotAction};
 /// The longest the actor sleeps before looking at the wall clock again.
 const RECHECK: Duration = Duration::from_secs(60);
 
+/// A wall clock set back by less than this waits for the slot it was waiting for, so
+/// times already run are not run again (as cron does); set back further (a wrong clock
+/// corrected), the schedule starts over from the new time.
+const BACKWARD: chrono::Duration = chrono::Duration::hours(3);
+
 /// How much before a slot the timer is armed. Tokio's timer wheel ticks in whole
 /// milliseconds and rounds a deadline up, so a timer fires up to about 1.2 ms late;
 /// arming it this much early and sleeping the rest on the thread (at most this long,
@@ -175,11 +180,23 @@ impl Supervisor {
             self.schedule_wake(name);
             return;
         }
+        if decision == SlotDecision::Rearm {
+            tracing::warn!(
+                service = name,
+                "the wall clock went back from {} to {now}; rescheduling",
+                clock.last_handled.unwrap_or(now)
+            );
+            clock.next = next_utc(&schedule, now);
+            clock.last_handled = Some(now);
+            self.persist_task_last(name, now);
+            self.schedule_wake(name);
+            return;
+        }
         clock.next = next_utc(&schedule, now);
         clock.retries_left = task.retries;
         clock.last_handled = Some(now);
         match decision {
-            SlotDecision::NotYet => {}
+            SlotDecision::NotYet | SlotDecision::Rearm => {}
             SlotDecision::Start => self.start_task_run(name),
             SlotDecision::SkipOverlap { missed } => {
                 tracing::warn!(
@@ -344,6 +361,9 @@ pub enum SlotDecision {
     /// The slot has not come: woken early to re-read the wall clock, or the clock went
     /// back. Nothing is recorded; the task sleeps again.
     NotYet,
+    /// The wall clock went back more than [`BACKWARD`]: the pending slot may be that
+    /// far away, so the schedule starts over from the new time.
+    Rearm,
     /// On time and idle: run.
     Start,
     /// The previous run is still going: the `missed` time(s) are skipped and recorded.
@@ -366,6 +386,9 @@ pub fn decide(
     catch_up: bool,
     next_after: impl Fn(DateTime<Utc>) -> Option<DateTime<Utc>>,
 ) -> SlotDecision {
+    if last_handled.is_some_and(|l| l - now > BACKWARD) {
+        return SlotDecision::Rearm;
+    }
     if slot > now {
         return SlotDecision::NotYet;
     }
@@ -505,6 +528,25 @@ mod tests {
         assert_eq!(
             decide(slot, now, None, false, false, every("0 7 * * *")),
             SlotDecision::SkipMissed { missed: 1 }
+        );
+    }
+
+    #[test]
+    fn a_clock_set_far_back_starts_the_schedule_over() {
+        let slot = utc("2026-11-24T07:01:00Z");
+        let last = utc("2026-11-24T07:00:00Z");
+        let next = every("0 * * * * *");
+        // Back by an hour: wait for the pending slot rather than run minutes twice.
+        let hour = utc("2026-11-24T06:00:30Z");
+        assert_eq!(
+            decide(slot, hour, Some(last), false, true, &next),
+            SlotDecision::NotYet
+        );
+        // Back by a day: a wrong clock was corrected; do not wait a day.
+        let day = utc("2026-11-23T07:00:30Z");
+        assert_eq!(
+            decide(slot, day, Some(last), false, true, &next),
+            SlotDecision::Rearm
         );
     }
 
