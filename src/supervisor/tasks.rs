@@ -4,7 +4,11 @@
 //!
 //! The wall clock is re-read at least once a minute ([`RECHECK`]) instead of sleeping
 //! until the next run in one monotonic sleep, because a monotonic sleep does not count
-//! the time a laptop spends suspended. The last time handled is kept in `state.sqlite`.
+//! the time a laptop spends suspended. What a wake-up does is decided by the pure
+//! [`decide`] over the wall time passed in: on time, an overlap, a slot found long
+//! after it passed (a suspend or a clock jump forward: one catch-up run), or a clock
+//! set far back. The last time handled is kept in `state.sqlite`, so the next paiosd
+//! knows what it missed while it was down.
 
 use std::time::{Duration, Instant};
 
