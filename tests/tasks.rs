@@ -101,7 +101,7 @@ fn a_per_second_task_runs_is_recorded_and_shows_in_status() {
     assert_eq!(next.timestamp_subsec_nanos(), 0, "{row}");
     assert!(row["pid"].is_null(), "{row}");
 
-    // A yearly task is idle with next_run on 1 January (the human table says so too).
+    // The human table says the same.
     let out = d.ctl(&["status"]);
     assert!(text(&out.stdout).contains("idle"), "{}", text(&out.stdout));
 }
