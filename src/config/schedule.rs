@@ -392,6 +392,35 @@ mod tests {
     }
 
     #[test]
+    fn new_york_gap_and_overlap_run_once() {
+        // New York skips 02:00-03:00 on 2026-03-08: the 02:30 run happens at 03:00 EDT.
+        assert_eq!(
+            runs("30 2 * * *", "America/New_York", "2026-03-07T12:00:00Z", 2),
+            ["2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00"]
+        );
+        // New York repeats 01:00-02:00 on 2026-11-01: 01:30 runs once, in EDT.
+        assert_eq!(
+            runs("30 1 * * *", "America/New_York", "2026-10-31T12:00:00Z", 2),
+            ["2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00"]
+        );
+        // Half-hourly through the repeated hour: its second pass adds no runs.
+        assert_eq!(
+            runs(
+                "*/30 * * * *",
+                "America/New_York",
+                "2026-11-01T04:45:00Z",
+                4
+            ),
+            [
+                "2026-11-01T01:00:00-04:00",
+                "2026-11-01T01:30:00-04:00",
+                "2026-11-01T02:00:00-05:00",
+                "2026-11-01T02:30:00-05:00"
+            ]
+        );
+    }
+
+    #[test]
     fn nicknames_and_never() {
         assert_eq!(
             runs("@daily", "UTC", "2026-01-10T12:00:00Z", 1),

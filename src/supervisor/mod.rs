@@ -686,6 +686,8 @@ impl Supervisor {
             if by_paiosd {
                 svc.hold = Hold::None;
                 svc.want_up = false;
+                // A reload that changed the task while it ran left it without a schedule.
+                self.arm_tasks();
             } else {
                 self.after_task_run(name, exit_at, failed, outcome);
             }

@@ -499,7 +499,14 @@ pub fn state_of(svc: &Service, now: Instant) -> (&'static str, Option<String>) {
             )),
         ),
         Hold::Waiting(deps) => ("waiting", Some(format!("waiting for {}", deps.join(", ")))),
-        Hold::None if svc.is_task() => ("idle", None),
+        // The exit code alone does not say that a task timed out or was stopped.
+        Hold::None if svc.is_task() => (
+            "idle",
+            svc.last_exit
+                .as_ref()
+                .filter(|e| e.outcome != "exited")
+                .map(|e| format!("last run {}", e.outcome)),
+        ),
         Hold::None if !svc.cfg.enabled => ("stopped", Some("disabled".into())),
         Hold::None => (
             "stopped",
