@@ -185,8 +185,14 @@ fn restart_latency(bins: &Bins, crashes: usize, out: &mut String) {
                 "import os, sys, time\nt0 = time.time_ns()\nfd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)\nos.write(fd, ('start %d %d\\n' % (os.getpid(), t0)).encode())\nos.write(fd, ('exit %d %d\\n' % (os.getpid(), time.time_ns())).encode())\nos.close(fd)\nos._exit(1)\n",
             )
             .expect("script");
+            // The interpreter itself, as the peers' bench runs it, not a version-manager shim.
+            let python = if Path::new("/usr/bin/python3").exists() {
+                "/usr/bin/python3"
+            } else {
+                "python3"
+            };
             format!(
-                "command = [\"python3\", \"{}\", \"{}\"]\n",
+                "command = [\"{python}\", \"{}\", \"{}\"]\n",
                 script.display(),
                 log.display()
             )
