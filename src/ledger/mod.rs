@@ -121,6 +121,27 @@ pub struct LedgerStats {
     pub last_error: Option<String>,
 }
 
+impl LedgerStats {
+    /// One line for people when history is not being written as it happens (records
+    /// waiting or lost, or writes failing); `None` when all is well, so a healthy ledger
+    /// adds nothing to `paiosctl status`.
+    pub fn summary(&self) -> Option<String> {
+        if self.pending == 0 && self.dropped == 0 && self.last_error.is_none() {
+            return None;
+        }
+        let mut line = format!(
+            "ledger: {} record{} waiting to be written, {} dropped",
+            self.pending,
+            if self.pending == 1 { "" } else { "s" },
+            self.dropped
+        );
+        if let Some(error) = &self.last_error {
+            line.push_str(&format!(" (last error: {error})"));
+        }
+        Some(line)
+    }
+}
+
 /// How the writer thread behaves; [`WriterOptions::default`] is what paiosd uses. Tests
 /// shorten the waits so that a locked database shows up in milliseconds, not seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -269,5 +290,39 @@ impl Ledger {
                 let _ = handle.join();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_healthy_ledger_says_nothing_and_a_troubled_one_says_why() {
+        assert_eq!(LedgerStats::default().summary(), None);
+        let written_only = LedgerStats {
+            written: 9,
+            ..LedgerStats::default()
+        };
+        assert_eq!(written_only.summary(), None);
+        let locked = LedgerStats {
+            written: 9,
+            pending: 1,
+            dropped: 0,
+            last_error: Some("database is locked".into()),
+        };
+        assert_eq!(
+            locked.summary().as_deref(),
+            Some("ledger: 1 record waiting to be written, 0 dropped (last error: database is locked)")
+        );
+        let lost = LedgerStats {
+            dropped: 4,
+            pending: 2,
+            ..LedgerStats::default()
+        };
+        assert_eq!(
+            lost.summary().as_deref(),
+            Some("ledger: 2 records waiting to be written, 4 dropped")
+        );
     }
 }
