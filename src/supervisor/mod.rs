@@ -280,6 +280,12 @@ impl Supervisor {
                     tracing::error!("could not clear a swept run from the state database: {e}");
                 }
             }
+            // The run's own row was never written (its paiosd died first): this event is
+            // the ledger's only word on when it started.
+            let detail = format!(
+                "{detail}; the run of pid {} started {}",
+                s.run.pid, s.run.started_at
+            );
             self.record_event(&s.run.service, "service", event, Some(detail));
         }
     }
