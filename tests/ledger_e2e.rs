@@ -338,10 +338,19 @@ fn every_outcome_comes_from_a_real_process_and_reads_back_while_paiosd_is_down()
         &format!("{}{env}[stop]\ngrace = \"300ms\"\n", fixture(&["stubborn"])),
     );
     // Still running at shutdown: its run ends (killed after grace) as paiosd stops, and
-    // is recorded before the ledger closes.
+    // is recorded, stderr tail and all, before the ledger closes, even though a process
+    // that left its group keeps the stderr pipe open (so the tail waits its full bound).
+    let stand_pids = dirs.file("stand-pids");
     dirs.write_service(
         "last-stand",
-        &format!("{}{env}[stop]\ngrace = \"300ms\"\n", fixture(&["stubborn"])),
+        &format!(
+            "{}env = {{ FIXTURE_PIDS = {} }}\n[stop]\ngrace = \"300ms\"\n",
+            shell(&format!(
+                "trap '' TERM; echo 'last words' >&2; '{}' setsid & wait",
+                fixture_path().display()
+            )),
+            toml_str(&stand_pids.display().to_string())
+        ),
     );
     dirs.write_service(
         "slow-task",
@@ -358,6 +367,13 @@ fn every_outcome_comes_from_a_real_process_and_reads_back_while_paiosd_is_down()
     d.wait_state("sleepy", "running", Duration::from_secs(10));
     d.wait_state("stubborn", "running", Duration::from_secs(10));
     d.wait_state("last-stand", "running", Duration::from_secs(10));
+    assert!(
+        wait_until(Duration::from_secs(10), || common::read_pids(&stand_pids)
+            .len()
+            >= 2),
+        "the setsid child never started"
+    );
+    d.pids_from(&stand_pids);
     d.pids_from(&pids);
     let out = d.ctl(&["stop", "sleepy", "stubborn"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
@@ -447,6 +463,7 @@ fn every_outcome_comes_from_a_real_process_and_reads_back_while_paiosd_is_down()
     for name in ["stubborn", "last-stand"] {
         expect(name, "service", "killed", Value::Null, "SIGKILL".into());
     }
+    assert_eq!(one("last-stand")["context"], "last words");
     let timeout = expect(
         "slow-task",
         "task",
