@@ -7,6 +7,15 @@
 //! retry, and supervision goes on unchanged (promise 10). Even opening the file
 //! happens on the writer thread, so a slow or broken disk never delays paiosd's start.
 //!
+//! A run is one row, written when it ends and carrying when it started: there is no
+//! separate row at start, so `paiosctl ledger` lists exactly one line per run and a crash
+//! loop costs one row per crash. A run still going is in `paiosctl status`; a run that
+//! never ended in the ledger because paiosd itself died is recorded by the next paiosd's
+//! start-up sweep (`unclean_end`, then `swept`/`sweep_gone` naming its PID and start).
+//!
+//! The writer's counters ([`LedgerStats`]) travel in the control plane's `ping` and
+//! `status` replies, so `paiosctl` can say when records are waiting or were lost.
+//!
 //! `schema.rs` owns the file format and its migrations, `writer.rs` the thread,
 //! `query.rs` the read-only side that `paiosctl ledger` (`cli.rs`) uses.
 
