@@ -373,7 +373,7 @@ fn probing(bins: &Bins, secs: u64, out: &mut String) {
         };
         match client.request(&paios::control::protocol::Request::Status { names: Vec::new() }) {
             Ok(paios::control::protocol::Response::Ok(
-                paios::control::protocol::Reply::Status { services },
+                paios::control::protocol::Reply::Status { services, .. },
             )) => services,
             _ => Vec::new(),
         }

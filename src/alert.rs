@@ -69,7 +69,9 @@ pub struct Alert {
 pub struct AlertSettings {
     /// Each run is killed (with its whole group) after this long.
     pub timeout: Duration,
-    /// Alerts for the same (service, event) closer together than this are skipped.
+    /// Alerts for the same (service, event) closer together than this are skipped. A
+    /// guard against a flood only: the storm window is the rate limit people configure,
+    /// so this stays well below any window they would choose.
     pub min_interval: Duration,
     /// Alerts waiting to run; beyond it `send` drops them.
     pub queue: usize,
@@ -79,7 +81,7 @@ impl Default for AlertSettings {
     fn default() -> Self {
         AlertSettings {
             timeout: Duration::from_secs(10),
-            min_interval: Duration::from_secs(10),
+            min_interval: Duration::from_secs(1),
             queue: 64,
         }
     }

@@ -278,6 +278,7 @@ fn answer(request: Request) -> Response {
         Request::Ping => Response::Ok(Reply::Pong {
             version: "9.9.9".into(),
             pid: 4242,
+            ledger: None,
         }),
         Request::Status { names } if names.iter().any(|n| n == "kbb") => Response::error(
             ErrorCode::UnknownService,
@@ -295,6 +296,7 @@ fn answer(request: Request) -> Response {
                     r
                 })
                 .collect(),
+            ledger: None,
         }),
         Request::Status { .. } => {
             let mut kb = row("kb", "service", "running");
@@ -314,6 +316,7 @@ fn answer(request: Request) -> Response {
             daily.next_run = Some("2099-01-01T07:00:00Z".into());
             Response::Ok(Reply::Status {
                 services: vec![kb, gw, daily],
+                ledger: None,
             })
         }
         Request::Start { target, .. }

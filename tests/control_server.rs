@@ -157,6 +157,7 @@ async fn run_actor(
             Request::Ping => Response::Ok(Reply::Pong {
                 version: "test".into(),
                 pid: std::process::id(),
+                ledger: None,
             }),
             Request::Status { names } => {
                 let all: Vec<ServiceStatus> = (0..200).map(fake_service).collect();
@@ -166,13 +167,19 @@ async fn run_actor(
                         format!("no service named {unknown}"),
                     )
                 } else if names.is_empty() {
-                    Response::Ok(Reply::Status { services: all })
+                    Response::Ok(Reply::Status {
+                        services: all,
+                        ledger: None,
+                    })
                 } else {
                     let services = all
                         .into_iter()
                         .filter(|s| names.contains(&s.name))
                         .collect();
-                    Response::Ok(Reply::Status { services })
+                    Response::Ok(Reply::Status {
+                        services,
+                        ledger: None,
+                    })
                 }
             }
             Request::Restart {
@@ -250,7 +257,7 @@ fn ping_status_and_several_requests_on_one_connection() {
         })
         .expect("status")
     {
-        Response::Ok(Reply::Status { services }) => {
+        Response::Ok(Reply::Status { services, .. }) => {
             assert_eq!(services.len(), 1);
             assert_eq!(services[0].name, "svc-007");
         }
@@ -487,7 +494,7 @@ fn fifty_concurrent_status_requests_are_all_answered() {
             std::thread::spawn(move || {
                 let mut client = Client::connect(&socket).expect("connect");
                 match client.request(&Request::Status { names: vec![] }) {
-                    Ok(Response::Ok(Reply::Status { services })) => services.len(),
+                    Ok(Response::Ok(Reply::Status { services, .. })) => services.len(),
                     other => panic!("unexpected {other:?}"),
                 }
             })

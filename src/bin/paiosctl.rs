@@ -19,6 +19,7 @@ use paios::control::client::{Client, ClientError};
 use paios::control::protocol::{ErrorBody, Reply, Request, Response, Target};
 use paios::control::render;
 use paios::dirs::Dirs;
+use paios::ledger::LedgerStats;
 
 /// Control paiosd, the supervisor of this machine's services.
 #[derive(Debug, Parser)]
@@ -287,17 +288,20 @@ fn colour() -> bool {
 
 fn status(socket: &Path, names: Vec<String>, json: bool) -> Outcome {
     let reply = ask(socket, &Request::Status { names })?;
-    let Reply::Status { services } = reply else {
+    let Reply::Status { services, ledger } = reply else {
         return Err(unexpected(&reply));
     };
     if json {
         print_json(&services)
     } else {
-        print(&render::status_table(
-            &services,
-            chrono::Utc::now(),
-            colour(),
-        ))
+        let mut text = render::status_table(&services, chrono::Utc::now(), colour());
+        // History that is not being written is worth a line under the table: the
+        // ledger is what answers "what happened last night?".
+        if let Some(line) = ledger.as_ref().and_then(LedgerStats::summary) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        print(&text)
     }
 }
 
@@ -323,8 +327,20 @@ fn simple(socket: &Path, request: Request, json: bool) -> Outcome {
         (Request::Run { .. }, Reply::Run(result)) => {
             (render::run(result), render::run_succeeded(result))
         }
-        (Request::Ping, Reply::Pong { version, pid }) => {
-            (format!("pong from paiosd {version} (pid {pid})\n"), true)
+        (
+            Request::Ping,
+            Reply::Pong {
+                version,
+                pid,
+                ledger,
+            },
+        ) => {
+            let mut text = format!("pong from paiosd {version} (pid {pid})\n");
+            if let Some(line) = ledger.as_ref().and_then(LedgerStats::summary) {
+                text.push_str(&line);
+                text.push('\n');
+            }
+            (text, true)
         }
         _ => return Err(unexpected(&reply)),
     };
@@ -339,16 +355,28 @@ fn simple(socket: &Path, request: Request, json: bool) -> Outcome {
 fn version(socket: &Path, json: bool) -> Outcome {
     let ours = env!("CARGO_PKG_VERSION");
     let daemon = match ask(socket, &Request::Ping) {
-        Ok(Reply::Pong { version, pid }) => Some((version, pid)),
+        Ok(Reply::Pong {
+            version,
+            pid,
+            ledger,
+        }) => Some((version, pid, ledger)),
         _ => None,
     };
     if json {
-        let paiosd =
-            daemon.map(|(version, pid)| serde_json::json!({"version": version, "pid": pid}));
+        let paiosd = daemon.map(|(version, pid, ledger)| {
+            serde_json::json!({"version": version, "pid": pid, "ledger": ledger})
+        });
         print_json(&serde_json::json!({"paiosctl": ours, "paiosd": paiosd}))
     } else {
         let line = match daemon {
-            Some((version, pid)) => format!("paiosd {version} (pid {pid})"),
+            Some((version, pid, ledger)) => {
+                let mut line = format!("paiosd {version} (pid {pid})");
+                if let Some(summary) = ledger.as_ref().and_then(LedgerStats::summary) {
+                    line.push('\n');
+                    line.push_str(&summary);
+                }
+                line
+            }
             None => "paiosd not reachable".to_string(),
         };
         print(&format!("paiosctl {ours}\n{line}\n"))

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ledger::LedgerStats;
+
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// A request line longer than this is refused without being read further.
@@ -263,12 +265,29 @@ pub enum ErrorCode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reply {
-    Pong { version: String, pid: u32 },
-    Status { services: Vec<ServiceStatus> },
-    Ops { results: Vec<OpResult> },
+    Pong {
+        version: String,
+        pid: u32,
+        /// The ledger writer's counters: records written, waiting for the database
+        /// (`pending`), lost (`dropped`), and the last write error. Absent from an older
+        /// paiosd.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ledger: Option<LedgerStats>,
+    },
+    Status {
+        services: Vec<ServiceStatus>,
+        /// As in `Pong`, so `paiosctl status` can say when history is not being written.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ledger: Option<LedgerStats>,
+    },
+    Ops {
+        results: Vec<OpResult>,
+    },
     Reload(ReloadReport),
     Run(RunResult),
-    ShuttingDown { pid: u32 },
+    ShuttingDown {
+        pid: u32,
+    },
 }
 
 /// One row of `paiosctl status`.
@@ -420,11 +439,33 @@ mod tests {
         let response = Response::Ok(Reply::Pong {
             version: "0.1.0".into(),
             pid: 7,
+            ledger: Some(LedgerStats {
+                written: 3,
+                pending: 2,
+                dropped: 1,
+                last_error: Some("database is locked".into()),
+            }),
         });
         let line = encode_response(&response);
         assert_eq!(
             decode_response(&line[..line.len() - 1]).expect("decodes"),
             response
+        );
+        // An older paiosd says nothing about its ledger; that is not an error.
+        assert_eq!(
+            decode_response(br#"{"version":1,"ok":{"kind":"pong","version":"0.0.1","pid":7}}"#),
+            Ok(Response::Ok(Reply::Pong {
+                version: "0.0.1".into(),
+                pid: 7,
+                ledger: None
+            }))
+        );
+        assert_eq!(
+            decode_response(br#"{"version":1,"ok":{"kind":"status","services":[]}}"#),
+            Ok(Response::Ok(Reply::Status {
+                services: vec![],
+                ledger: None
+            }))
         );
         let err = decode_response(br#"{"version":9,"ok":{"kind":"new_thing"}}"#).expect_err("v9");
         assert!(err.contains("version 9"), "{err}");

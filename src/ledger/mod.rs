@@ -7,6 +7,15 @@
 //! retry, and supervision goes on unchanged (promise 10). Even opening the file
 //! happens on the writer thread, so a slow or broken disk never delays paiosd's start.
 //!
+//! A run is one row, written when it ends and carrying when it started: there is no
+//! separate row at start, so `paiosctl ledger` lists exactly one line per run and a crash
+//! loop costs one row per crash. A run still going is in `paiosctl status`; a run that
+//! never ended in the ledger because paiosd itself died is recorded by the next paiosd's
+//! start-up sweep (`unclean_end`, then `swept`/`sweep_gone` naming its PID and start).
+//!
+//! The writer's counters ([`LedgerStats`]) travel in the control plane's `ping` and
+//! `status` replies, so `paiosctl` can say when records are waiting or were lost.
+//!
 //! `schema.rs` owns the file format and its migrations, `writer.rs` the thread,
 //! `query.rs` the read-only side that `paiosctl ledger` (`cli.rs`) uses.
 
@@ -121,6 +130,27 @@ pub struct LedgerStats {
     pub last_error: Option<String>,
 }
 
+impl LedgerStats {
+    /// One line for people when history is not being written as it happens (records
+    /// waiting or lost, or writes failing); `None` when all is well, so a healthy ledger
+    /// adds nothing to `paiosctl status`.
+    pub fn summary(&self) -> Option<String> {
+        if self.pending == 0 && self.dropped == 0 && self.last_error.is_none() {
+            return None;
+        }
+        let mut line = format!(
+            "ledger: {} record{} waiting to be written, {} dropped",
+            self.pending,
+            if self.pending == 1 { "" } else { "s" },
+            self.dropped
+        );
+        if let Some(error) = &self.last_error {
+            line.push_str(&format!(" (last error: {error})"));
+        }
+        Some(line)
+    }
+}
+
 /// How the writer thread behaves; [`WriterOptions::default`] is what paiosd uses. Tests
 /// shorten the waits so that a locked database shows up in milliseconds, not seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -138,6 +168,11 @@ pub struct WriterOptions {
     pub retry_max: Duration,
     /// At most one warning per this interval while writes keep failing.
     pub warn_every: Duration,
+    /// After a write, records gather this long before the next one (unless half a
+    /// queue's worth is waiting): a crash storm then costs one transaction per interval, not
+    /// one per crash, which keeps the ledger's disk traffic from slowing the synchronous
+    /// writes of `state.sqlite` that every restart makes.
+    pub batch_wait: Duration,
 }
 
 impl Default for WriterOptions {
@@ -149,6 +184,7 @@ impl Default for WriterOptions {
             retry_min: Duration::from_secs(1),
             retry_max: Duration::from_secs(30),
             warn_every: Duration::from_secs(60),
+            batch_wait: Duration::from_millis(50),
         }
     }
 }
@@ -269,5 +305,119 @@ impl Ledger {
                 let _ = handle.join();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> LedgerSettings {
+        LedgerSettings {
+            keep: Duration::from_secs(90 * 86_400),
+            max_rows: 1_000_000,
+            context_lines: 20,
+        }
+    }
+
+    fn event(n: u32) -> Record {
+        Record::Event(EventRecord::daemon("test", Some(n.to_string()), Utc::now()))
+    }
+
+    fn wait_written(ledger: &Ledger, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ledger.stats().written < n {
+            assert!(Instant::now() < deadline, "{:?}", ledger.stats());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn records_arriving_within_the_batch_wait_share_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = WriterOptions {
+            batch_wait: Duration::from_millis(400),
+            ..WriterOptions::default()
+        };
+        let ledger = Ledger::open_with(&dir.path().join("ledger.sqlite"), settings(), options);
+        ledger.record(event(0));
+        wait_written(&ledger, 1);
+        let after_first = Instant::now();
+        for n in 1..=5 {
+            ledger.record(event(n));
+        }
+        wait_written(&ledger, 6);
+        // All five went in together, once the wait that followed the first write was over.
+        assert!(
+            after_first.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            after_first.elapsed()
+        );
+        ledger.close(Duration::from_secs(5));
+    }
+
+    #[test]
+    fn close_does_not_wait_out_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = WriterOptions {
+            batch_wait: Duration::from_secs(60),
+            ..WriterOptions::default()
+        };
+        let ledger = Ledger::open_with(&dir.path().join("ledger.sqlite"), settings(), options);
+        ledger.record(event(0));
+        wait_written(&ledger, 1);
+        ledger.record(event(1));
+        let t = Instant::now();
+        ledger.close(Duration::from_secs(5));
+        assert_eq!(ledger.stats().written, 2);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn a_full_batch_is_written_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = WriterOptions {
+            queue: 64,
+            batch_wait: Duration::from_secs(60),
+            ..WriterOptions::default()
+        };
+        let ledger = Ledger::open_with(&dir.path().join("ledger.sqlite"), settings(), options);
+        ledger.record(event(0));
+        wait_written(&ledger, 1);
+        // Half the queue's worth is a full batch: written at once, not a minute later.
+        for n in 1..=32 {
+            ledger.record(event(n));
+        }
+        wait_written(&ledger, 33);
+        ledger.close(Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_healthy_ledger_says_nothing_and_a_troubled_one_says_why() {
+        assert_eq!(LedgerStats::default().summary(), None);
+        let written_only = LedgerStats {
+            written: 9,
+            ..LedgerStats::default()
+        };
+        assert_eq!(written_only.summary(), None);
+        let locked = LedgerStats {
+            written: 9,
+            pending: 1,
+            dropped: 0,
+            last_error: Some("database is locked".into()),
+        };
+        assert_eq!(
+            locked.summary().as_deref(),
+            Some("ledger: 1 record waiting to be written, 0 dropped (last error: database is locked)")
+        );
+        let lost = LedgerStats {
+            dropped: 4,
+            pending: 2,
+            ..LedgerStats::default()
+        };
+        assert_eq!(
+            lost.summary().as_deref(),
+            Some("ledger: 2 records waiting to be written, 4 dropped")
+        );
     }
 }

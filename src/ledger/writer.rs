@@ -97,6 +97,7 @@ pub(crate) fn spawn(
                 buffer: VecDeque::new(),
                 backoff: options.retry_min,
                 next_attempt: now,
+                batch_until: now,
                 failing_since: None,
                 last_warn: None,
                 reported_dropped: 0,
@@ -121,7 +122,10 @@ struct Writer {
     suspect_corrupt: bool,
     buffer: VecDeque<Record>,
     backoff: Duration,
+    /// No write before this (a retry's backoff after a failure).
     next_attempt: Instant,
+    /// While healthy, no write before this unless the batch is full (`batch_wait`).
+    batch_until: Instant,
     failing_since: Option<Instant>,
     last_warn: Option<Instant>,
     reported_dropped: u64,
@@ -156,7 +160,7 @@ impl Writer {
                 let _ = done.send(());
                 return;
             }
-            if Instant::now() >= self.next_attempt && self.has_work() {
+            if self.due(Instant::now()) && self.has_work() {
                 self.attempt();
             }
             self.maybe_warn();
@@ -196,6 +200,21 @@ impl Writer {
             .store(self.buffer.len() as u64, Ordering::Relaxed);
     }
 
+    /// Whether a write may be tried now: never during a retry's backoff; while healthy,
+    /// once the batch wait is over or the batch is full.
+    fn due(&self, now: Instant) -> bool {
+        now >= self.next_attempt && (now >= self.batch_until || self.batch_full())
+    }
+
+    /// Half a queue's worth is waiting (more waiting would risk the queue overflowing,
+    /// and the batch is big enough to pay for its transaction), or there is no database
+    /// yet, or writes are failing (whose pace the retry backoff sets): no reason to wait.
+    fn batch_full(&self) -> bool {
+        self.buffer.len() >= (self.options.queue / 2).clamp(1, self.options.max_pending.max(1))
+            || self.db.is_none()
+            || self.failing_since.is_some()
+    }
+
     fn has_work(&self) -> bool {
         !self.buffer.is_empty() || self.db.is_none() || self.prune_due()
     }
@@ -216,7 +235,12 @@ impl Writer {
         if !self.buffer.is_empty() || !open_and_within_bound {
             // Unopened too: opening early reports a moved-aside corrupt file at start, not
             // at the first crash; after a failure this waits out the backoff.
-            return self.next_attempt.max(now);
+            let at = if self.batch_full() {
+                self.next_attempt
+            } else {
+                self.next_attempt.max(self.batch_until)
+            };
+            return at.max(now);
         }
         self.next_age_prune.max(now)
     }
@@ -250,7 +274,9 @@ impl Writer {
                 }
                 self.shared.set_error(None);
                 self.backoff = self.options.retry_min;
-                self.next_attempt = Instant::now();
+                let now = Instant::now();
+                self.next_attempt = now;
+                self.batch_until = now + self.options.batch_wait;
             }
             Err(err) => {
                 if err.is_corrupt() {

@@ -125,6 +125,11 @@ pub async fn run(dirs: Dirs) -> anyhow::Result<()> {
 
     // Members that died since the last poll are paiosd's zombies: collect them too.
     sup.reap_all();
+    // Each waits at most TAIL_WAIT for its stderr tail; the margin covers a busy runtime.
+    let tails_deadline = tokio::time::Instant::now() + TAIL_WAIT * 2;
+    for tail in std::mem::take(&mut sup.tails) {
+        let _ = tokio::time::timeout_at(tails_deadline, tail).await;
+    }
     sup.record_event("paiosd", "daemon", "daemon_stop", Some("clean stop".into()));
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
@@ -159,6 +164,9 @@ pub struct Supervisor {
     alerter: Option<(Vec<String>, Alerter)>,
     /// Leader PID → service name, for the reaper.
     leaders: BTreeMap<i32, String>,
+    /// Run records still waiting (off the actor) for their stderr tail; awaited before
+    /// the ledger closes at shutdown, or the runs a shutdown ended would go unrecorded.
+    tails: Vec<tokio::task::JoinHandle<()>>,
     next_run_id: u64,
     ops: Vec<Op>,
     shutting_down: bool,
@@ -196,6 +204,7 @@ impl Supervisor {
             state_db,
             alerter: None,
             leaders: BTreeMap::new(),
+            tails: Vec::new(),
             next_run_id: 1,
             ops: Vec::new(),
             shutting_down: false,
@@ -295,6 +304,12 @@ impl Supervisor {
                     tracing::error!("could not clear a swept run from the state database: {e}");
                 }
             }
+            // The run's own row was never written (its paiosd died first): this event is
+            // the ledger's only word on when it started.
+            let detail = format!(
+                "{detail}; the run of pid {} started {}",
+                s.run.pid, s.run.started_at
+            );
             self.record_event(&s.run.service, "service", event, Some(detail));
         }
     }
@@ -868,7 +883,7 @@ impl Supervisor {
     }
 
     /// Writes a run record; crashed runs wait (off the actor) for their stderr tail first.
-    fn record_run(&self, mut record: RunRecord, run_id: u64) {
+    fn record_run(&mut self, mut record: RunRecord, run_id: u64) {
         if matches!(
             record.outcome.as_str(),
             "crashed" | "killed" | "timeout" | "hung" | "memory"
@@ -877,7 +892,8 @@ impl Supervisor {
                 .logs
                 .stderr_tail(run_id, self.global.ledger.context_lines, TAIL_WAIT);
             let ledger = self.ledger.clone();
-            tokio::spawn(async move {
+            self.tails.retain(|handle| !handle.is_finished());
+            self.tails.push(tokio::spawn(async move {
                 if let Ok(lines) = tail.await {
                     if !lines.is_empty() {
                         let tail = lines.join("\n");
@@ -888,7 +904,7 @@ impl Supervisor {
                     }
                 }
                 ledger.record(Record::Run(record));
-            });
+            }));
         } else {
             self.ledger.record(Record::Run(record));
         }
@@ -1074,12 +1090,14 @@ impl Supervisor {
                 let _ = reply.send(Response::Ok(Reply::Pong {
                     version: env!("CARGO_PKG_VERSION").to_string(),
                     pid: std::process::id(),
+                    ledger: Some(self.ledger.stats()),
                 }));
             }
             Request::Status { names } => {
                 let answer = match self.resolve(&names, names.is_empty()) {
                     Ok(names) => Response::Ok(Reply::Status {
                         services: self.status(&names),
+                        ledger: Some(self.ledger.stats()),
                     }),
                     Err(e) => e,
                 };
