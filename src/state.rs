@@ -23,10 +23,11 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Tran
 use serde::{Deserialize, Serialize};
 
 /// The schema version this build writes and reads.
-pub const STATE_SCHEMA_VERSION: i64 = 1;
+pub const STATE_SCHEMA_VERSION: i64 = 2;
 
 /// `MIGRATIONS[i]` takes the file from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE live_runs (
     service TEXT NOT NULL,
     pid INTEGER NOT NULL,
@@ -42,7 +43,15 @@ CREATE TABLE task_last (
     name TEXT PRIMARY KEY,
     at TEXT NOT NULL
 );
-"];
+",
+    "
+CREATE TABLE daemon (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    pid INTEGER NOT NULL,
+    started_at TEXT NOT NULL
+);
+",
+];
 
 /// A run that was started and not yet seen to end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -355,6 +364,39 @@ impl StateDb {
         }
     }
 
+    /// Records that paiosd `pid` runs from now on, and returns the previous instance's
+    /// `(pid, started_at)` if that one never recorded a clean stop: it ended uncleanly
+    /// (killed, crashed, power lost), whether or not it left runs behind.
+    pub fn mark_running(
+        &self,
+        pid: u32,
+        at: DateTime<Utc>,
+    ) -> Result<Option<(i64, String)>, StateError> {
+        let conn = self.conn()?;
+        let previous = conn
+            .query_row(
+                "SELECT pid, started_at FROM daemon WHERE id = 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| sqlite(&self.path, e))?;
+        conn.execute(
+            "INSERT OR REPLACE INTO daemon (id, pid, started_at) VALUES (1, ?1, ?2)",
+            params![i64::from(pid), crate::ledger::rfc3339(at)],
+        )
+        .map_err(|e| sqlite(&self.path, e))?;
+        Ok(previous)
+    }
+
+    /// Records a clean stop: the next paiosd will not report an unclean end.
+    pub fn mark_clean_stop(&self) -> Result<(), StateError> {
+        self.conn()?
+            .execute("DELETE FROM daemon WHERE id = 1", [])
+            .map_err(|e| sqlite(&self.path, e))?;
+        Ok(())
+    }
+
     pub fn set_task_last(&self, name: &str, at: DateTime<Utc>) -> Result<(), StateError> {
         self.conn()?
             .execute(
@@ -450,6 +492,17 @@ mod tests {
     }
 
     #[test]
+    fn an_instance_without_a_clean_stop_is_reported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(&dir.path().join("state.sqlite")).unwrap();
+        assert_eq!(db.mark_running(10, Utc::now()).unwrap(), None);
+        let previous = db.mark_running(11, Utc::now()).unwrap();
+        assert_eq!(previous.map(|(pid, _)| pid), Some(10));
+        db.mark_clean_stop().unwrap();
+        assert_eq!(db.mark_running(12, Utc::now()).unwrap(), None);
+    }
+
+    #[test]
     fn task_last_round_trips_and_unknown_is_none() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::open(&dir.path().join("state.sqlite")).unwrap();
@@ -522,7 +575,7 @@ mod tests {
         let err = StateDb::open(&path).unwrap_err();
         assert!(
             err.to_string()
-                .ends_with("state.sqlite has schema version 7, this paiosd knows up to 1: upgrade paiosd or move the file aside"),
+                .ends_with("state.sqlite has schema version 7, this paiosd knows up to 2: upgrade paiosd or move the file aside"),
             "{err}"
         );
         let (db, problem) = StateDb::open_or_recreate(&path);

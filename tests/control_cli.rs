@@ -311,6 +311,7 @@ fn answer(request: Request) -> Response {
                 code: Some(1),
                 signal: None,
                 at: "2026-01-02T11:58:00Z".into(),
+                outcome: None,
             });
             let mut daily = row("daily", "task", "idle");
             daily.next_run = Some("2099-01-01T07:00:00Z".into());

@@ -320,6 +320,9 @@ pub struct LastExit {
     pub signal: Option<String>,
     /// RFC 3339.
     pub at: String,
+    /// The run's outcome as the ledger spells it (`exited`, `crashed`, `spawn_failed`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 /// What one service did in a start/stop/restart.

@@ -63,7 +63,7 @@ pub fn last_exit(exit: &LastExit, now: DateTime<Utc>) -> String {
     let how = match (&exit.signal, exit.code) {
         (Some(signal), _) => signal.clone(),
         (None, Some(code)) => format!("code {code}"),
-        (None, None) => "exited".into(),
+        (None, None) => exit.outcome.clone().unwrap_or_else(|| "exited".into()),
     };
     match DateTime::parse_from_rfc3339(&exit.at) {
         Ok(at) => {
@@ -310,18 +310,21 @@ mod tests {
             code: Some(1),
             signal: None,
             at: "2026-01-02T11:58:00Z".into(),
+            outcome: None,
         };
         assert_eq!(last_exit(&code, now()), "code 1, 2m ago");
         let killed = LastExit {
             code: None,
             signal: Some("SIGKILL".into()),
             at: "2026-01-02T11:59:55+00:00".into(),
+            outcome: None,
         };
         assert_eq!(last_exit(&killed, now()), "SIGKILL, 5s ago");
         let odd = LastExit {
             code: Some(0),
             signal: None,
             at: "yesterday".into(),
+            outcome: None,
         };
         assert_eq!(last_exit(&odd, now()), "code 0, at yesterday");
     }
@@ -347,6 +350,7 @@ mod tests {
             code: Some(1),
             signal: None,
             at: "2026-01-02T11:58:00Z".into(),
+            outcome: None,
         });
         let table = status_table(&[kb.clone(), gw.clone()], now(), false);
         let lines: Vec<&str> = table.lines().collect();

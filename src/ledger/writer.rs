@@ -262,6 +262,9 @@ impl Writer {
 
     /// One try: open if needed, then write the buffer and prune, in one transaction.
     fn attempt(&mut self) {
+        // Only a write of records starts a batch window: opening the file (or a prune)
+        // with nothing queued must not make the first record wait out `batch_wait`.
+        let wrote = !self.buffer.is_empty();
         match self.try_write() {
             Ok(()) => {
                 if let Some(since) = self.failing_since.take() {
@@ -276,7 +279,9 @@ impl Writer {
                 self.backoff = self.options.retry_min;
                 let now = Instant::now();
                 self.next_attempt = now;
-                self.batch_until = now + self.options.batch_wait;
+                if wrote {
+                    self.batch_until = now + self.options.batch_wait;
+                }
             }
             Err(err) => {
                 if err.is_corrupt() {

@@ -130,6 +130,11 @@ pub async fn run(dirs: Dirs) -> anyhow::Result<()> {
     for tail in std::mem::take(&mut sup.tails) {
         let _ = tokio::time::timeout_at(tails_deadline, tail).await;
     }
+    if let Some(db) = &sup.state_db {
+        if let Err(e) = db.mark_clean_stop() {
+            tracing::error!("cannot record the clean stop in the state database: {e}");
+        }
+    }
     sup.record_event("paiosd", "daemon", "daemon_stop", Some("clean stop".into()));
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
@@ -249,6 +254,7 @@ impl Supervisor {
             );
             return;
         };
+        let previous = db.mark_running(std::process::id(), Utc::now());
         let runs = match db.live_runs() {
             Ok(runs) => runs,
             Err(e) => {
@@ -257,15 +263,21 @@ impl Supervisor {
                 return;
             }
         };
+        match previous {
+            Ok(Some((pid, since))) => {
+                let detail = format!(
+                    "the previous paiosd (pid {pid}, started {since}) ended without a clean stop, with {} runs recorded live",
+                    runs.len()
+                );
+                tracing::warn!("{detail}");
+                self.record_event("paiosd", "daemon", "unclean_end", Some(detail));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!("cannot record paiosd's start in the state database: {e}"),
+        }
         if runs.is_empty() {
             return;
         }
-        let detail = format!(
-            "the previous paiosd ended uncleanly with {} runs recorded live",
-            runs.len()
-        );
-        tracing::warn!("{detail}");
-        self.record_event("paiosd", "daemon", "unclean_end", Some(detail));
         for s in sweep::sweep(runs) {
             let (event, detail) = match &s.found {
                 sweep::Found::Gone => (

@@ -427,6 +427,7 @@ impl Supervisor {
                         _ => None,
                     },
                     at: e.at.to_rfc3339(),
+                    outcome: Some(e.outcome.to_string()),
                 }),
                 health: run.and_then(|r| r.health.as_ref()).map(|h| h.state.label()),
                 rss_bytes: run.map(|r| rss.get(&r.pgid).copied().unwrap_or(0)),

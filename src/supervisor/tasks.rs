@@ -318,6 +318,7 @@ impl Supervisor {
         svc.hold = Hold::None;
         svc.want_up = false;
         if !failed {
+            svc.next_attempt = 0;
             return;
         }
         let detail = match &svc.last_exit {
