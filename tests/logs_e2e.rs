@@ -607,3 +607,72 @@ fn paiosd_logs_to_its_own_file_when_stderr_is_not_a_terminal() {
     let pid = d.row("s")["pid"].as_i64().unwrap() as i32;
     assert!(alive(pid));
 }
+
+/// Holds the read end of a FIFO open and drains it, so a writer stuck opening it
+/// goes on; closed on drop.
+struct FifoReader {
+    path: PathBuf,
+}
+
+impl Drop for FifoReader {
+    fn drop(&mut self) {
+        let path = self.path.clone();
+        // Opening for reading releases a writer blocked in open(); read to the end so it
+        // is never blocked on a full FIFO either.
+        std::thread::spawn(move || {
+            if let Ok(mut f) = std::fs::File::open(&path) {
+                let _ = std::io::copy(&mut f, &mut std::io::sink());
+            }
+        });
+    }
+}
+
+#[test]
+fn a_stalled_log_file_holds_a_fast_service_only_briefly_then_drops() {
+    let dirs = TestDirs::new();
+    // A FIFO nobody reads: opening it for writing blocks, like a hung filesystem.
+    let fifo = dirs.logs.join("stall.log");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let release = FifoReader { path: fifo.clone() };
+    let go = dirs.file("go");
+    let n = 1_000_000;
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.01; done; exec {} spew {n}",
+        go.display(),
+        fixture_path().display()
+    );
+    dirs.write_service(
+        "stall",
+        &format!(
+            "shell = {}\n[restart]\npolicy = \"never\"\n",
+            toml_str(&script)
+        ),
+    );
+    let d = Daemon::start_in(dirs);
+    d.wait_state("stall", "running", T);
+    let started = Instant::now();
+    std::fs::write(&go, b"").unwrap();
+    let mut row = serde_json::Value::Null;
+    let finished = wait_until(T, || {
+        row = d.row("stall");
+        row["last_exit"]["code"] == 0
+    });
+    let took = started.elapsed();
+    assert!(
+        finished,
+        "the service did not finish while its log hung: {row}"
+    );
+    // About 12 MB against a 1 MiB buffer: held at most once for a moment, then
+    // dropped at the service's own pace.
+    assert!(
+        took < Duration::from_secs(10),
+        "the service took {took:?} while its log hung"
+    );
+    assert!(
+        wait_until(T, || d.row("stall")["log_dropped"].as_u64() > Some(0)),
+        "nothing was dropped while the log hung"
+    );
+    // Unblocked first, so paiosd's shutdown need not wait out the hung writer.
+    drop(release);
+    drop(d);
+}
