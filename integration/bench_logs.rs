@@ -95,6 +95,9 @@ fn logged_bytes(dir: &Path, name: &str) -> u64 {
         .sum()
 }
 
+/// `2026-11-24T13:28:27.123+01:00 `: what `timestamps = true` adds to a line.
+const STAMP: u64 = 30;
+
 struct Figures {
     bytes: u64,
     lines: u64,
@@ -138,7 +141,12 @@ fn direct(cmd: &str, dir: &Path) -> Option<Figures> {
 
 /// The command as a paiosd service with default rotation (10 MiB) but every file
 /// kept; the time from "go" until every byte is in the files, and paiosd's CPU.
-fn through_paiosd(b: &Bins, cmd: &str, expect: &Figures) -> Option<(Figures, f64, u64)> {
+fn through_paiosd(
+    b: &Bins,
+    cmd: &str,
+    extra: &str,
+    expect: &Figures,
+) -> Option<(Figures, f64, u64)> {
     let root = tempfile::Builder::new()
         .prefix("paios-bench-logs")
         .tempdir()
@@ -151,7 +159,7 @@ fn through_paiosd(b: &Bins, cmd: &str, expect: &Figures) -> Option<(Figures, f64
         go.display()
     );
     let service = format!(
-        "shell = {}\n[logs]\nmax_size = \"10MiB\"\nkeep = 1000\n",
+        "shell = {}\n[logs]\nmax_size = \"10MiB\"\nkeep = 1000\n{extra}",
         toml::Value::String(script)
     );
     fs::write(services.join("w.toml"), service).ok()?;
@@ -198,13 +206,16 @@ fn through_paiosd(b: &Bins, cmd: &str, expect: &Figures) -> Option<(Figures, f64
     fs::write(&go, b"").ok()?;
     let logs = d.logs();
     let deadline = Instant::now() + Duration::from_secs(600);
-    while logged_bytes(&logs, "w") < expect.bytes {
+    // Time stamps add their bytes to every line.
+    let want = expect.bytes
+        + if extra.is_empty() {
+            0
+        } else {
+            expect.lines * STAMP
+        };
+    while logged_bytes(&logs, "w") < want {
         if Instant::now() > deadline {
-            eprintln!(
-                "only {} of {} bytes arrived",
-                logged_bytes(&logs, "w"),
-                expect.bytes
-            );
+            eprintln!("only {} of {want} bytes arrived", logged_bytes(&logs, "w"));
             return None;
         }
         std::thread::sleep(Duration::from_millis(1));
@@ -255,18 +266,26 @@ fn main() {
     // "line N\n" averages about 13 bytes at these counts.
     let spew_lines = mb * 1_000_000 / 13;
     let line100 = "x".repeat(99);
+    let stamped = "timestamps = true\n";
     let workloads = [
         (
             "fixture spew (short lines)",
             format!("{} spew {spew_lines}", b.fixture.display()),
+            "",
         ),
         (
             "yes | head (100-byte lines)",
             format!("yes {line100} | head -c {}", mb * 1_000_000),
+            "",
+        ),
+        (
+            "the same with timestamps",
+            format!("yes {line100} | head -c {}", mb * 1_000_000),
+            stamped,
         ),
     ];
     println!("about {mb} MB per run; paiosd rotates at 10 MiB");
-    for (what, cmd) in workloads {
+    for (what, cmd, extra) in workloads {
         println!("{what}:");
         // Once unmeasured, so the page cache is in the same state for both runs.
         let _ = direct(&cmd, scratch.path());
@@ -274,7 +293,7 @@ fn main() {
             continue;
         };
         d.print("direct to a file");
-        let Some((p, cpu, dropped)) = through_paiosd(&b, &cmd, &d) else {
+        let Some((p, cpu, dropped)) = through_paiosd(&b, &cmd, extra, &d) else {
             continue;
         };
         p.print("through paiosd to disk");
