@@ -95,9 +95,6 @@ fn logged_bytes(dir: &Path, name: &str) -> u64 {
         .sum()
 }
 
-/// `2026-11-24T13:28:27.123+01:00 `: what `timestamps = true` adds to a line.
-const STAMP: u64 = 30;
-
 struct Figures {
     bytes: u64,
     lines: u64,
@@ -205,13 +202,17 @@ fn through_paiosd(
     let t0 = Instant::now();
     fs::write(&go, b"").ok()?;
     let logs = d.logs();
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + Duration::from_secs(120);
     // Time stamps add their bytes to every line.
+    let stamp = chrono::Local::now()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        .len() as u64
+        + 1;
     let want = expect.bytes
         + if extra.is_empty() {
             0
         } else {
-            expect.lines * STAMP
+            expect.lines * stamp
         };
     while logged_bytes(&logs, "w") < want {
         if Instant::now() > deadline {
