@@ -220,8 +220,8 @@ fn main() {
         100.0 * rate / direct_rate
     );
 
-    // The same with a larger buffer, to show what the 1 MiB bound costs a writer
-    // that outruns the disk in bursts.
+    // The same with a larger buffer: a writer faster than the disk waits on its pipe
+    // while the buffer is full, so a larger bound buys little throughput.
     let d3 = tmp.path().join("big");
     let rate = through_logs(
         &d3,

@@ -267,6 +267,7 @@ fn row(name: &str, kind: &str, state: &str) -> ServiceStatus {
         next_run: None,
         detail: None,
         enabled: true,
+        log_dropped: 0,
     }
 }
 

@@ -136,6 +136,7 @@ fn fake_service(i: usize) -> ServiceStatus {
         next_run: None,
         detail: None,
         enabled: true,
+        log_dropped: 0,
     }
 }
 

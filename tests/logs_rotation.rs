@@ -130,3 +130,33 @@ fn an_oversized_existing_log_is_rotated_before_writing() {
     );
     logs.close();
 }
+
+#[test]
+fn a_writer_faster_than_the_disk_waits_on_its_pipe_instead_of_losing_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    // A buffer far smaller than the output: without holding the writer back on its
+    // pipe while the disk keeps up, most lines would be dropped.
+    let logs = Logs::start_with(dir.path(), 16 * 1024);
+    let mut svc = Service::start(
+        &logs,
+        "outrun",
+        1,
+        settings(1 << 20, 10, true, false),
+        "exec seq 1 300000",
+    );
+    assert!(svc.wait(T).success());
+    wait_for("the last line", T, || {
+        read_all(dir.path(), "outrun").ends_with(b" 300000\n")
+    });
+    let all = read_all(dir.path(), "outrun");
+    // Strip the time stamps: what is left is every number once, in order.
+    let bare: Vec<&[u8]> = lines(&all)
+        .into_iter()
+        .map(|l| l.splitn(2, |&b| b == b' ').nth(1).unwrap_or_default())
+        .collect();
+    assert_eq!(check_sequence(&bare, 1, 300000), 0);
+    assert_eq!(logs.dropped("outrun"), 0);
+    let stats = logs.stats("outrun");
+    assert!(stats.peak <= 16 * 1024, "{stats:?}");
+    logs.close();
+}

@@ -231,7 +231,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Ping => simple(&socket, Request::Ping, json),
         Command::Shutdown { timeout } => shutdown(&dirs, Duration::from_secs(timeout), json),
         Command::Version => version(&socket, json),
-        Command::Logs(args) => logs(&dirs.logs, &args, json),
+        Command::Logs(args) => logs(&dirs.logs, &dirs.config, &args, json),
         Command::Ledger(args) => Ok(paios::ledger::cli::main(&dirs.state, &args, json)),
         Command::Completions { shell } => {
             let mut command = Cli::command();
@@ -468,7 +468,7 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-fn logs(dir: &Path, args: &LogsArgs, json: bool) -> Outcome {
+fn logs(dir: &Path, config: &Path, args: &LogsArgs, json: bool) -> Outcome {
     let names: Vec<String> = match &args.name {
         Some(name) if !valid_name(name) => {
             return Err(failure(
@@ -477,6 +477,15 @@ fn logs(dir: &Path, args: &LogsArgs, json: bool) -> Outcome {
             ))
         }
         Some(name) => vec![name.clone()],
+        None if args.follow => {
+            // Configured services that have not written yet are followed too, so
+            // their first lines show up.
+            let mut names = logged_services(dir)?;
+            names.extend(paios::config::load(config).services.into_keys());
+            names.sort();
+            names.dedup();
+            names
+        }
         None => logged_services(dir)?,
     };
     let prefix = args.all;
@@ -510,7 +519,8 @@ fn logs(dir: &Path, args: &LogsArgs, json: bool) -> Outcome {
             )),
         };
     }
-    let mut text = String::new();
+    // Bytes as the service wrote them (like `-f`): a log need not be UTF-8.
+    let mut text: Vec<u8> = Vec::new();
     for name in &names {
         let lines =
             paios::logs::read::tail_filtered(dir, name, args.lines, &filter).map_err(|e| {
@@ -523,20 +533,27 @@ fn logs(dir: &Path, args: &LogsArgs, json: bool) -> Outcome {
                 )
             })?;
         for line in lines {
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim_end_matches(['\n', '\r']);
             if json {
-                let value = serde_json::json!({"service": name, "line": line});
-                text.push_str(&value.to_string());
-            } else if prefix {
-                text.push_str(&format!("{name} | {line}"));
+                let line = String::from_utf8_lossy(&line);
+                let value =
+                    serde_json::json!({"service": name, "line": line.trim_end_matches('\r')});
+                text.extend_from_slice(value.to_string().as_bytes());
             } else {
-                text.push_str(line);
+                if prefix {
+                    text.extend_from_slice(format!("{name} | ").as_bytes());
+                }
+                text.extend_from_slice(&line);
             }
-            text.push('\n');
+            text.push(b'\n');
         }
     }
-    print(&text)
+    let mut out = io::stdout().lock();
+    match out.write_all(&text).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            Err(failure("output", format!("cannot write output: {e}")))
+        }
+        _ => Ok(0),
+    }
 }
 
 /// The services that have a current log file, for `logs --all`: works without paiosd.
@@ -548,7 +565,8 @@ fn logged_services(dir: &Path) -> Result<Vec<String>, Failure> {
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
             name.strip_suffix(".log")
-                .filter(|stem| valid_name(stem))
+                // paiosd's own log is not a service's: `paiosctl logs paiosd` shows it.
+                .filter(|stem| valid_name(stem) && *stem != "paiosd")
                 .map(str::to_string)
         })
         .collect();

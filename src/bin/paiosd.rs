@@ -1,5 +1,13 @@
-//! `paiosd`: the supervisor daemon. Parses its arguments and hands over to the library.
+//! `paiosd`: the supervisor daemon. Parses its arguments, decides where its own log
+//! goes, and hands over to the library.
+//!
+//! Its own log goes to stderr when someone reads it there: on a terminal, under
+//! systemd (which sets `JOURNAL_STREAM` when stderr is the journal), or with
+//! `--foreground`. Otherwise — under launchd, whose stderr is /dev/null unless a
+//! StandardErrorPath is set, and which would never rotate that file — it goes to
+//! `<log-dir>/paiosd.log`, rotated by size; `--log-file` asks for the file anyway.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -21,6 +29,13 @@ struct Cli {
     /// Where service logs are written.
     #[arg(long, global = true, env = "PAIOS_LOG_DIR", value_name = "DIR")]
     log_dir: Option<PathBuf>,
+    /// Write paiosd's own log to stderr (the default on a terminal and under systemd).
+    #[arg(long, global = true, conflicts_with = "log_file")]
+    foreground: bool,
+    /// Write paiosd's own log to <log-dir>/paiosd.log, rotated at 10 MiB, 5 kept (the
+    /// default when stderr is neither a terminal nor the systemd journal, e.g. launchd).
+    #[arg(long, global = true)]
+    log_file: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -36,9 +51,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let dirs = Dirs::resolve(cli.config_dir, cli.state_dir, cli.log_dir);
+    let to_file = cli.log_file
+        || !(cli.foreground
+            || std::io::stderr().is_terminal()
+            || std::env::var_os("JOURNAL_STREAM").is_some());
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(&dirs),
-        Command::Run => run(dirs),
+        Command::Run => run(dirs, to_file),
     }
 }
 
@@ -64,14 +83,7 @@ fn check(dirs: &Dirs) -> ExitCode {
     }
 }
 
-fn run(dirs: Dirs) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PAIOS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+fn run(dirs: Dirs, to_file: bool) -> ExitCode {
     if let Err(e) = dirs.create() {
         eprintln!(
             "paiosd: cannot create {} or {}: {e}",
@@ -80,6 +92,25 @@ fn run(dirs: Dirs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PAIOS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Flushes the file's queue when dropped at the end of this function.
+    let _log_guard = if to_file {
+        let (writer, guard) = paios::logs::daemon_log_writer(&dirs.logs);
+        tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_ansi(false)
+            .with_env_filter(filter)
+            .init();
+        Some(guard)
+    } else {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_env_filter(filter)
+            .init();
+        None
+    };
     let _lock = match lock::acquire(&dirs.lock_file()) {
         Ok(Acquired::Held(lock)) => lock,
         Ok(Acquired::Busy { holder }) => {

@@ -311,6 +311,10 @@ pub struct ServiceStatus {
     /// Why the state is what it is: "until 12:00:01", "waiting for gateway", the give-up reason.
     pub detail: Option<String>,
     pub enabled: bool,
+    /// Log lines paiosd dropped for this service since it started, because the disk
+    /// failed or stalled (0 from a paiosd that does not report it).
+    #[serde(default)]
+    pub log_dropped: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -99,6 +99,19 @@ fn opt<T: ToString>(value: Option<T>) -> String {
     value.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
+/// The DETAIL cell: the state's explanation and any log lines dropped.
+fn detail(s: &ServiceStatus) -> Option<String> {
+    let dropped = (s.log_dropped > 0).then(|| match s.log_dropped {
+        1 => "1 log line dropped".to_string(),
+        n => format!("{n} log lines dropped"),
+    });
+    match (&s.detail, dropped) {
+        (Some(d), Some(x)) => Some(format!("{d}; {x}")),
+        (Some(d), None) => Some(d.clone()),
+        (None, x) => x,
+    }
+}
+
 /// The `paiosctl status` table. The NEXT RUN column appears when a task is listed and
 /// DETAIL when any row has one.
 pub fn status_table(services: &[ServiceStatus], now: DateTime<Utc>, colour: bool) -> String {
@@ -106,7 +119,7 @@ pub fn status_table(services: &[ServiceStatus], now: DateTime<Utc>, colour: bool
         return "no services configured\n".into();
     }
     let with_next = services.iter().any(|s| s.kind == "task");
-    let with_detail = services.iter().any(|s| s.detail.is_some());
+    let with_detail = services.iter().any(|s| detail(s).is_some());
     let mut header = vec![
         "NAME",
         "KIND",
@@ -148,7 +161,7 @@ pub fn status_table(services: &[ServiceStatus], now: DateTime<Utc>, colour: bool
                 row.push(opt(s.next_run.as_deref().map(|at| next_run(at, now))));
             }
             if with_detail {
-                row.push(s.detail.clone().unwrap_or_default());
+                row.push(detail(s).unwrap_or_default());
             }
             row
         })
@@ -281,6 +294,7 @@ mod tests {
             next_run: None,
             detail: None,
             enabled: true,
+            log_dropped: 0,
         }
     }
 
@@ -334,6 +348,31 @@ mod tests {
         assert!(next_run("2026-01-02T17:00:00Z", now()).starts_with("in 5h ("));
         assert!(next_run("2026-01-02T11:00:00Z", now()).starts_with("now ("));
         assert_eq!(next_run("soon", now()), "soon");
+    }
+
+    #[test]
+    fn dropped_log_lines_show_in_detail() {
+        let mut a = service("a", "running");
+        a.log_dropped = 1234;
+        let mut b = service("b", "backoff");
+        b.detail = Some("until 12:00:01".into());
+        b.log_dropped = 1;
+        let table = status_table(&[a, b, service("c", "running")], now(), false);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].ends_with("DETAIL"), "{table}");
+        assert!(lines[1].ends_with("1234 log lines dropped"), "{table}");
+        assert!(
+            lines[2].ends_with("until 12:00:01; 1 log line dropped"),
+            "{table}"
+        );
+        assert!(!lines[3].contains("dropped"), "{table}");
+        let plain = status_table(&[service("c", "running")], now(), false);
+        assert!(!plain.contains("DETAIL"), "{plain}");
+        // An older paiosd without the field still decodes.
+        let mut v = serde_json::to_value(service("d", "running")).expect("json");
+        v.as_object_mut().expect("object").remove("log_dropped");
+        let row: ServiceStatus = serde_json::from_value(v).expect("decodes");
+        assert_eq!(row.log_dropped, 0);
     }
 
     #[test]

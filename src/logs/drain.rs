@@ -5,7 +5,10 @@
 //! (stderr-tail deadlines, retrying a drop marker) fit in its timeout. It never touches
 //! the disk, so a stalled filesystem cannot stop it; it frames lines, keeps each
 //! run's last stderr lines for crash context, and hands lines to the bounded
-//! per-service buffers in [`super::queue`].
+//! per-service buffers in [`super::queue`]. A stream whose lines are held back (its
+//! buffer is full while the writer keeps up) is left out of the poll, so the service
+//! waits on its own pipe, until the writer says through the room pipe that it has
+//! made room.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -34,6 +37,10 @@ const READ_SIZE: usize = 256 * 1024;
 const MARKER_RETRY: Duration = Duration::from_millis(100);
 /// Reads per pipe when closing, so a service writing forever cannot delay shutdown.
 const CLOSE_READS: usize = 16;
+/// How often held streams are offered to their buffer again.
+/// The writer says when it has made room; this is only the fallback, and what
+/// notices a hold that ran out.
+const HOLD_RETRY: Duration = Duration::from_millis(5);
 
 /// What the rest of paiosd asks of the drain thread.
 pub enum Cmd {
@@ -58,6 +65,17 @@ struct Stream {
     run_id: u64,
     stderr: bool,
     framer: Framer,
+    /// Framed lines that did not fit the buffer while the writer kept up; nothing more
+    /// is read from this pipe until they are buffered.
+    held: Vec<u8>,
+    /// End of file was read; the stream goes once nothing is held.
+    eof: bool,
+}
+
+impl Stream {
+    fn pollable(&self) -> bool {
+        self.held.is_empty() && !self.eof
+    }
 }
 
 struct Waiter {
@@ -96,6 +114,9 @@ fn tail_line(bytes: &[u8]) -> String {
 pub struct Drain {
     rx: Receiver<Cmd>,
     wake: OwnedFd,
+    /// Readable when the writer has made room in a buffer that holds lines; `None`
+    /// once the writer is gone.
+    room: Option<OwnedFd>,
     shared: Arc<Shared>,
     bound: usize,
     streams: Vec<Stream>,
@@ -108,10 +129,17 @@ pub struct Drain {
 }
 
 impl Drain {
-    pub fn new(rx: Receiver<Cmd>, wake: OwnedFd, shared: Arc<Shared>, bound: usize) -> Drain {
+    pub fn new(
+        rx: Receiver<Cmd>,
+        wake: OwnedFd,
+        room: OwnedFd,
+        shared: Arc<Shared>,
+        bound: usize,
+    ) -> Drain {
         Drain {
             rx,
             wake,
+            room: Some(room),
             shared,
             bound,
             streams: Vec::new(),
@@ -126,18 +154,12 @@ impl Drain {
     /// Runs until `close()` or until every `Logs` handle is gone.
     pub fn run(mut self) {
         while !self.closing {
-            let ready = self.wait();
-            if ready.first().copied().unwrap_or(false) {
+            let (wake, idx) = self.wait();
+            if wake {
                 self.drain_wake();
                 self.commands();
             }
-            let idx: Vec<usize> = ready
-                .iter()
-                .skip(1)
-                .enumerate()
-                .filter(|(_, r)| **r)
-                .map(|(i, _)| i)
-                .collect();
+            self.retry_held();
             self.read_streams(&idx, 1);
             self.expire_waiters();
         }
@@ -155,8 +177,9 @@ impl Drain {
         self.shared.work.notify_all();
     }
 
-    /// Polls; returns which of [wake, streams...] are ready.
-    fn wait(&mut self) -> Vec<bool> {
+    /// Polls the wake pipe and every stream not held; returns whether the wake pipe is
+    /// ready and the indices of the ready streams.
+    fn wait(&mut self) -> (bool, Vec<usize>) {
         let now = Instant::now();
         let mut timeout: Option<Duration> = self
             .runs
@@ -167,17 +190,28 @@ impl Drain {
         if self.markers_due {
             timeout = Some(timeout.map_or(MARKER_RETRY, |t| t.min(MARKER_RETRY)));
         }
+        if self.streams.iter().any(|s| !s.held.is_empty()) {
+            timeout = Some(timeout.map_or(HOLD_RETRY, |t| t.min(HOLD_RETRY)));
+        }
         let timeout = match timeout {
             // Rounded up so a deadline is not polled for again just before it.
             Some(t) => PollTimeout::from((t.as_millis() as u64 + 1).min(u16::MAX as u64) as u16),
             None => PollTimeout::NONE,
         };
-        let mut fds = Vec::with_capacity(1 + self.streams.len());
+        let polled: Vec<usize> = (0..self.streams.len())
+            .filter(|&i| self.streams[i].pollable())
+            .collect();
+        let mut fds = Vec::with_capacity(2 + polled.len());
         fds.push(PollFd::new(self.wake.as_fd(), PollFlags::POLLIN));
-        for s in &self.streams {
-            fds.push(PollFd::new(s.fd.as_fd(), PollFlags::POLLIN));
+        let room_polled = self.room.is_some();
+        if let Some(room) = &self.room {
+            fds.push(PollFd::new(room.as_fd(), PollFlags::POLLIN));
         }
-        match poll(&mut fds, timeout) {
+        let skip = fds.len();
+        for &i in &polled {
+            fds.push(PollFd::new(self.streams[i].fd.as_fd(), PollFlags::POLLIN));
+        }
+        let ready: Vec<bool> = match poll(&mut fds, timeout) {
             Ok(_) => fds
                 .iter()
                 .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
@@ -188,6 +222,76 @@ impl Drain {
                 tracing::error!(error = %e, "poll on log pipes failed");
                 std::thread::sleep(Duration::from_millis(10));
                 vec![true; fds.len()]
+            }
+        };
+        drop(fds);
+        let idx = polled
+            .into_iter()
+            .zip(ready.iter().skip(skip))
+            .filter(|(_, r)| **r)
+            .map(|(i, _)| i)
+            .collect();
+        if room_polled && ready.get(1).copied().unwrap_or(false) {
+            self.drain_room();
+        }
+        (ready.first().copied().unwrap_or(false), idx)
+    }
+
+    /// Offers held lines again where the writer has made room (or gave up).
+    fn retry_held(&mut self) {
+        if self.streams.iter().all(|s| s.held.is_empty()) {
+            return;
+        }
+        let now = Instant::now();
+        let shared = self.shared.clone();
+        let mut state = shared.lock();
+        let mut any = false;
+        let mut stamp = None;
+        for s in self.streams.iter_mut().filter(|s| !s.held.is_empty()) {
+            let Some(run) = self.runs.get(&s.run_id) else {
+                s.held.clear();
+                continue;
+            };
+            let Some(q) = state.queues.get_mut(&run.name) else {
+                s.held.clear();
+                continue;
+            };
+            if q.has_room() || q.hold_expired(now) {
+                let marker = marker_prefix(&run.settings, &mut stamp);
+                let (buffered, rest) = q.offer_or_hold(std::mem::take(&mut s.held), &marker, now);
+                any |= buffered;
+                s.held = rest;
+            }
+        }
+        self.markers_due |= state.queues.values().any(|q| q.dropped_pending > 0);
+        drop(state);
+        if any {
+            self.shared.work.notify_one();
+        }
+        self.remove_ended();
+    }
+
+    /// Removes the streams at end of file with nothing held.
+    fn remove_ended(&mut self) {
+        let mut i = 0;
+        while i < self.streams.len() {
+            if self.streams[i].eof && self.streams[i].held.is_empty() {
+                let s = self.streams.swap_remove(i);
+                self.stream_ended(s.run_id);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn drain_room(&mut self) {
+        let Some(room) = &self.room else { return };
+        let mut b = [0u8; 64];
+        while let Ok(n) = nix::unistd::read(room.as_raw_fd(), &mut b) {
+            if n == 0 {
+                // The writer is gone; holds now end by their deadline.
+                self.room = None;
+                break;
             }
         }
     }
@@ -261,6 +365,8 @@ impl Drain {
                 run_id,
                 stderr,
                 framer: Framer::default(),
+                held: Vec::new(),
+                eof: false,
             });
             open += 1;
         }
@@ -315,14 +421,16 @@ impl Drain {
         if idx.is_empty() && !self.markers_due {
             return;
         }
-        let mut out: Vec<(String, Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut eof: Vec<usize> = Vec::new();
+        let mut out: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::new();
         let mut stamp: Option<String> = None;
         for &i in idx {
             for _ in 0..reads {
                 let Some(s) = self.streams.get_mut(i) else {
                     break;
                 };
+                if !s.pollable() {
+                    break;
+                }
                 let n = match nix::unistd::read(s.fd.as_raw_fd(), &mut self.buf) {
                     Ok(n) => n,
                     Err(Errno::EAGAIN) => break,
@@ -356,29 +464,41 @@ impl Drain {
                         .extend_from_slice(&p[..p.len().min(TAIL_LINE_BYTES)]);
                 }
                 if !framed.is_empty() {
-                    out.push((run.name.clone(), framed, marker_prefix));
+                    out.push((i, framed, marker_prefix));
                 }
                 if n == 0 {
-                    eof.push(i);
+                    s.eof = true;
                     break;
                 }
             }
         }
         self.buffer(out, &mut stamp);
-        eof.sort_unstable();
-        for i in eof.into_iter().rev() {
-            let s = self.streams.swap_remove(i);
-            self.stream_ended(s.run_id);
-        }
+        self.remove_ended();
     }
 
-    /// Hands framed lines to the queues under one lock, then wakes the writer.
-    fn buffer(&mut self, out: Vec<(String, Vec<u8>, Vec<u8>)>, stamp: &mut Option<String>) {
-        let mut state = self.shared.lock();
+    /// Hands framed lines to the queues under one lock, holding in their stream what
+    /// does not fit while the writer keeps up, then wakes the writer.
+    fn buffer(&mut self, out: Vec<(usize, Vec<u8>, Vec<u8>)>, stamp: &mut Option<String>) {
+        let now = Instant::now();
+        let shared = self.shared.clone();
+        let mut state = shared.lock();
         let mut any = false;
-        for (name, chunk, marker_prefix) in out {
-            if let Some(q) = state.queues.get_mut(&name) {
-                any |= q.offer(chunk, &marker_prefix);
+        for (i, chunk, marker_prefix) in out {
+            let Some(s) = self.streams.get_mut(i) else {
+                continue;
+            };
+            if !s.held.is_empty() {
+                // Lines behind held ones wait with them, to keep their order.
+                s.held.extend_from_slice(&chunk);
+                continue;
+            }
+            let Some(run) = self.runs.get(&s.run_id) else {
+                continue;
+            };
+            if let Some(q) = state.queues.get_mut(&run.name) {
+                let (buffered, rest) = q.offer_or_hold(chunk, &marker_prefix, now);
+                any |= buffered;
+                s.held = rest;
             }
         }
         if self.markers_due {
@@ -447,8 +567,8 @@ impl Drain {
         for s in &mut self.streams {
             if let Some(run) = self.runs.get(&s.run_id) {
                 let prefix = line_prefix(&run.settings, s.stderr, &mut stamp);
-                let mut framed = Vec::new();
-                if s.framer.finish(&prefix, &mut framed) > 0 {
+                let mut framed = std::mem::take(&mut s.held);
+                if s.framer.finish(&prefix, &mut framed) > 0 || !framed.is_empty() {
                     out.push((run.name.clone(), framed));
                 }
             }

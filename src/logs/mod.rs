@@ -4,9 +4,11 @@
 //!
 //! Two threads: `paios-log-drain` polls every pipe and frames lines into a bounded
 //! buffer per service (`queue.rs`); `paios-log-write` appends them to the files and
-//! rotates (`writer.rs`). A service is never held up by more than its pipe: when the
-//! disk does not keep up, the buffer fills, whole lines are dropped and counted, and
-//! `[paios: N lines dropped]` is written where they were once writing works again.
+//! rotates (`writer.rs`). A service is never held up by more than its pipe: while the
+//! disk writes, a service faster than it waits on its full pipe as it would on a file
+//! (for at most [`queue::HOLD_MAX`] at a time); when the disk fails or stalls, whole
+//! lines are dropped and counted instead, and `[paios: N lines dropped]` is written
+//! where they were once writing works again.
 //!
 //! File format: one line per line of output, bytes as the service wrote them (not
 //! necessarily UTF-8), lines over 64 KiB split. With `timestamps`, each line starts
@@ -123,16 +125,17 @@ impl Logs {
     /// Starts the log threads, or says why not.
     pub fn try_start(dir: &Path, bound: usize) -> io::Result<Logs> {
         let (wake_rx, wake_tx) = os::wake_pipe()?;
+        let (room_rx, room_tx) = os::wake_pipe()?;
         let (tx, rx) = mpsc::channel();
         let shared: Arc<queue::Shared> = Arc::default();
-        let drain = drain::Drain::new(rx, wake_rx, shared.clone(), bound.max(1));
+        let drain = drain::Drain::new(rx, wake_rx, room_rx, shared.clone(), bound.max(1));
         std::thread::Builder::new()
             .name("paios-log-drain".into())
             .spawn(move || drain.run())?;
         let (wdir, wshared) = (dir.to_path_buf(), shared.clone());
         let started = std::thread::Builder::new()
             .name("paios-log-write".into())
-            .spawn(move || writer::run(wdir, wshared));
+            .spawn(move || writer::run(wdir, wshared, room_tx));
         if let Err(e) = started {
             // The drain thread stops when the wake pipe closes (dropped here).
             drop((tx, wake_tx));

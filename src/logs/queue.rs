@@ -6,13 +6,28 @@
 //! `[paios: N lines dropped]`, so the gap is visible in the log exactly where it is.
 //! The writer takes chunks out and only subtracts their size once they are on disk,
 //! so bytes waiting for a retry still count against the bound.
+//!
+//! Dropping is for a disk that fails or stalls, not for one that is merely slower than
+//! a service writing flat out (page-cache writes of a busy service routinely outrun
+//! one writer thread in bursts). So when the buffer is full while the writer is
+//! writing without errors, the lines that do not fit are *held*: the drain thread
+//! stops reading that service's pipe, the service waits on its full pipe exactly as
+//! it would on a file, and reading resumes once the writer has brought the buffer down
+//! to half. A hold lasts at most [`HOLD_MAX`]: a disk that cannot write half the
+//! buffer in that time is stalled, and from then on lines are dropped (the service
+//! runs at its own pace) until the buffer is down to half again. A failing write
+//! (disk full, read-only directory) drops at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use memchr::memrchr;
 
 use super::frame::count_lines;
+
+/// The longest a service is held waiting on its pipe for the writer to make room.
+pub const HOLD_MAX: Duration = Duration::from_millis(250);
 
 /// Everything the two log threads share.
 #[derive(Debug, Default)]
@@ -54,6 +69,13 @@ pub struct Queue {
     pub dropped_pending: u64,
     pub max_size: u64,
     pub keep: u32,
+    /// Since when lines that did not fit have been held back (see the module doc).
+    pub hold_since: Option<Instant>,
+    /// The writer's last attempt failed and it is waiting to retry: nothing is held.
+    pub failing: bool,
+    /// A stream of this name holds lines: the writer wakes the drain thread once it
+    /// has made room.
+    pub held: bool,
 }
 
 impl Queue {
@@ -67,7 +89,57 @@ impl Queue {
             dropped_pending: 0,
             max_size,
             keep,
+            hold_since: None,
+            failing: false,
+            held: false,
         }
+    }
+
+    /// The writer has brought the buffer down to half: held lines may come in, and
+    /// a hold that ran out ends.
+    pub fn has_room(&self) -> bool {
+        self.bytes <= self.bound / 2
+    }
+
+    /// Buffers what of `chunk` fits and returns the lines that did not, to be held
+    /// in the pipe, while the writer keeps up; otherwise drops like [`Queue::offer`]
+    /// and returns nothing. Returns (something was buffered, the held rest).
+    pub fn offer_or_hold(
+        &mut self,
+        mut chunk: Vec<u8>,
+        marker_prefix: &[u8],
+        now: Instant,
+    ) -> (bool, Vec<u8>) {
+        if self.has_room() {
+            self.hold_since = None;
+        }
+        if self.dropped_pending > 0 || self.failing || self.bytes + chunk.len() <= self.bound {
+            return (self.offer(chunk, marker_prefix), Vec::new());
+        }
+        let room = self.bound.saturating_sub(self.bytes);
+        let cut = memrchr(b'\n', &chunk[..room.min(chunk.len())]).map_or(0, |p| p + 1);
+        // A line longer than the whole buffer would wait for nothing.
+        let hopeless = cut == 0 && self.bytes == 0;
+        let since = *self.hold_since.get_or_insert(now);
+        if hopeless || now.duration_since(since) >= HOLD_MAX {
+            return (self.offer(chunk, marker_prefix), Vec::new());
+        }
+        let rest = chunk.split_off(cut);
+        self.held = true;
+        let any = !chunk.is_empty();
+        if any {
+            self.push(chunk);
+        }
+        (any, rest)
+    }
+
+    /// A hold that has lasted [`HOLD_MAX`] without the buffer getting down to half:
+    /// the writer is stalled.
+    pub fn hold_expired(&self, now: Instant) -> bool {
+        self.failing
+            || self
+                .hold_since
+                .is_some_and(|t| now.duration_since(t) >= HOLD_MAX)
     }
 
     /// Buffers `chunk` (whole lines) or as many of its first lines as fit, dropping and
@@ -176,6 +248,46 @@ mod tests {
         assert_eq!(all, b"T [paios: 3 lines dropped]\nnext\n");
         assert_eq!(q.dropped_pending, 0);
         assert_eq!(q.dropped_total, 3);
+    }
+
+    #[test]
+    fn a_full_buffer_holds_while_the_writer_keeps_up_then_drops_when_stalled() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(100, 1000, 1);
+        let (any, rest) = q.offer_or_hold(lines(15, 10), b"", t0);
+        assert!(any);
+        assert_eq!(q.bytes, 100);
+        assert_eq!(rest, lines(5, 10));
+        assert_eq!(q.dropped_total, 0);
+        // Still full, within the hold: held again, nothing lost.
+        let (any, rest) = q.offer_or_hold(rest, b"", t0 + HOLD_MAX / 2);
+        assert!(!any);
+        assert_eq!(rest.len(), 50);
+        assert!(!q.hold_expired(t0 + HOLD_MAX / 2));
+        // The writer got it down to half: the hold ends, the rest fits.
+        q.bytes = 50;
+        q.chunks.clear();
+        let (any, rest) = q.offer_or_hold(rest, b"", t0 + HOLD_MAX);
+        assert!(any && rest.is_empty());
+        assert_eq!(q.bytes, 100);
+        assert_eq!(q.hold_since, None);
+        // Full again and the writer does not move: after HOLD_MAX lines are dropped.
+        let t1 = t0 + HOLD_MAX * 2;
+        let (_, rest) = q.offer_or_hold(lines(1, 10), b"", t1);
+        assert_eq!(rest.len(), 10);
+        assert!(q.hold_expired(t1 + HOLD_MAX));
+        let (any, rest) = q.offer_or_hold(rest, b"", t1 + HOLD_MAX);
+        assert!(!any && rest.is_empty());
+        assert_eq!(q.dropped_total, 1);
+    }
+
+    #[test]
+    fn a_failing_writer_is_never_waited_for() {
+        let mut q = Queue::new(100, 1000, 1);
+        q.failing = true;
+        let (_, rest) = q.offer_or_hold(lines(12, 10), b"", Instant::now());
+        assert!(rest.is_empty());
+        assert_eq!(q.dropped_total, 2);
     }
 
     #[test]

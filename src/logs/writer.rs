@@ -10,6 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -261,7 +262,10 @@ impl Sink {
 
 /// The writer thread's body: runs until the drain thread is closing and everything
 /// buffered is written (or the disk failed past [`CLOSE_DEADLINE`]).
-pub fn run(dir: PathBuf, shared: Arc<Shared>) {
+///
+/// `room` is written to when a buffer holding back a service has room again, so the
+/// drain thread resumes reading its pipe at once.
+pub fn run(dir: PathBuf, shared: Arc<Shared>, room: OwnedFd) {
     let mut sinks: HashMap<String, Sink> = HashMap::new();
     let mut closing_since: Option<Instant> = None;
     loop {
@@ -329,18 +333,31 @@ pub fn run(dir: PathBuf, shared: Arc<Shared>) {
                     .0;
             }
         }
-        let mut written: Vec<(String, usize)> = Vec::with_capacity(ready.len());
+        let mut written: Vec<(String, usize, bool)> = Vec::with_capacity(ready.len());
         for name in ready {
             if let Some(sink) = sinks.get_mut(&name) {
                 let n = sink.write_out(&name);
-                written.push((name, n));
+                written.push((name, n, sink.retry_at.is_some()));
             }
         }
         let mut state = shared.lock();
-        for (name, n) in written {
+        let mut wake = false;
+        for (name, n, failing) in written {
             if let Some(q) = state.queues.get_mut(&name) {
                 q.bytes = q.bytes.saturating_sub(n);
+                // Tells the drain thread not to hold a service back for a disk that
+                // fails.
+                q.failing = failing;
+                if q.held && (q.has_room() || failing) {
+                    q.held = false;
+                    wake = true;
+                }
             }
+        }
+        drop(state);
+        if wake {
+            // A full pipe already means "look again"; nothing is lost.
+            let _ = nix::unistd::write(&room, &[1]);
         }
     }
 }

@@ -438,6 +438,7 @@ impl Supervisor {
                     .map(|t| t.to_rfc3339()),
                 detail,
                 enabled: svc.cfg.enabled,
+                log_dropped: self.logs.dropped(name),
             });
         }
         rows
