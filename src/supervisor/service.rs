@@ -54,6 +54,8 @@ pub struct Run {
     pub stopping: Option<Stopping>,
     /// Polls of an emptying group so far (sets the next poll's delay).
     pub polls: u32,
+    /// Processes that left the group (`setsid`): ended with the run (see `escape.rs`).
+    pub escapees: Vec<super::sweep::Escaped>,
 }
 
 impl Run {
