@@ -19,17 +19,18 @@ use crate::state::{LiveRun, StateDb};
 /// Scans caused by starts are at most this frequent: one scan reads the whole process table.
 const MIN_SCAN_GAP: Duration = Duration::from_millis(100);
 
+/// A stop or a leader exit reuses a scan this recent: stopping 200 services at once, or
+/// reaping a burst of exits, then costs one scan rather than one per service.
+const FRESH_SCAN: Duration = Duration::from_millis(20);
+
 impl Supervisor {
     /// Finds processes that left their run's group and adopts them into the run.
-    /// `force` scans even when the last scan was recent (a stop or a leader exit must
-    /// not miss one).
-    pub(super) fn scan_escapes(&mut self, force: bool) {
+    /// `urgent` (a stop or a leader exit, which must not miss one) scans unless the last
+    /// scan is only [`FRESH_SCAN`] old; otherwise at most every [`MIN_SCAN_GAP`].
+    pub(super) fn scan_escapes(&mut self, urgent: bool) {
         let now = Instant::now();
-        if !force
-            && self
-                .last_escape_scan
-                .is_some_and(|at| now - at < MIN_SCAN_GAP)
-        {
+        let gap = if urgent { FRESH_SCAN } else { MIN_SCAN_GAP };
+        if self.last_escape_scan.is_some_and(|at| now - at < gap) {
             return;
         }
         self.last_escape_scan = Some(now);
