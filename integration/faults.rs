@@ -20,6 +20,9 @@ use paios::process::{self, Identity};
 
 type Outcome = Result<String, String>;
 
+/// A scenario: its figures on success, what went wrong otherwise.
+type Scenario = Box<dyn Fn(&Bins) -> Outcome>;
+
 fn main() {
     let long = std::env::args().any(|a| a == "--long");
     let only: Vec<String> = std::env::args()
@@ -34,7 +37,7 @@ fn main() {
         }
     };
     let storm_secs = if long { 300 } else { 15 };
-    let scenarios: Vec<(&str, Box<dyn Fn(&Bins) -> Outcome>)> = vec![
+    let scenarios: Vec<(&str, Scenario)> = vec![
         ("kill9_restart", Box::new(kill9_restart)),
         (
             "crash_storm",

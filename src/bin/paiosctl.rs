@@ -589,31 +589,6 @@ fn man(out_dir: Option<&Path>) -> Outcome {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_cli_definition_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn json_lines_splits_across_writes() {
-        let mut out = Vec::new();
-        {
-            let mut w = JsonLines::new(Some("kb".into()), &mut out);
-            w.write_all(b"hel").expect("write");
-            w.write_all(b"lo\r\nwor").expect("write");
-            w.write_all(b"ld\n").expect("write");
-        }
-        assert_eq!(
-            String::from_utf8(out).expect("utf8"),
-            "{\"line\":\"hello\",\"service\":\"kb\"}\n{\"line\":\"world\",\"service\":\"kb\"}\n"
-        );
-    }
-}
-
 /// `doctor`: reads the config, asks paiosd (when it runs) which groups it supervises,
 /// else takes them from `state.sqlite`, and reports. `--kill` ends the strays here, in
 /// this process, and records each as `stray_killed` by opening the ledger directly
@@ -742,4 +717,29 @@ fn render_doctor(
         out.push_str(&format!("note: {n}\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn json_lines_splits_across_writes() {
+        let mut out = Vec::new();
+        {
+            let mut w = JsonLines::new(Some("kb".into()), &mut out);
+            w.write_all(b"hel").expect("write");
+            w.write_all(b"lo\r\nwor").expect("write");
+            w.write_all(b"ld\n").expect("write");
+        }
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "{\"line\":\"hello\",\"service\":\"kb\"}\n{\"line\":\"world\",\"service\":\"kb\"}\n"
+        );
+    }
 }
