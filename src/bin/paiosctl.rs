@@ -595,7 +595,7 @@ fn man(out_dir: Option<&Path>) -> Outcome {
 /// (the writer is closed, flushing, before exit): it works while paiosd is down, and
 /// paiosd's own ledger writer and this one share the file through SQLite's locking.
 fn doctor(dirs: &Dirs, kill: bool, json: bool) -> Outcome {
-    use paios::doctor::{self, Problem, Report, Supervision};
+    use paios::doctor::{self, Problem, Report};
 
     let config = paios::config::load(&dirs.config);
     let mut report = Report::default();
@@ -606,32 +606,13 @@ fn doctor(dirs: &Dirs, kill: bool, json: bool) -> Outcome {
             detail: e.to_string(),
         });
     }
-    let mut supervision = Supervision::default();
-    let mut status_rows = None;
-    if let Ok(mut client) = Client::connect_timeout(&dirs.socket(), Duration::from_secs(5)) {
-        if let Ok(Response::Ok(Reply::Pong { pid, .. })) = client.request(&Request::Ping) {
-            supervision.exclude.insert(pid as i32);
-        }
-        if let Ok(Response::Ok(Reply::Status { services })) =
-            client.request(&Request::Status { names: Vec::new() })
-        {
-            supervision
-                .pgids
-                .extend(services.iter().filter_map(|s| s.pgid));
-            status_rows = Some(services);
-        }
-    }
-    // The live runs paiosd recorded (escaped groups included); when paiosd is down these
-    // are what its next start will sweep.
-    if dirs.state_db().exists() {
-        match paios::state::StateDb::open(&dirs.state_db()).and_then(|db| db.live_runs()) {
-            Ok(runs) => supervision.pgids.extend(runs.iter().map(|r| r.pgid)),
-            Err(e) => report.problems.push(Problem {
-                kind: "records".into(),
-                service: None,
-                detail: format!("cannot read the live runs: {e}"),
-            }),
-        }
+    let (supervision, status_rows, records_problem) = supervised(dirs);
+    if let Some(detail) = records_problem {
+        report.problems.push(Problem {
+            kind: "records".into(),
+            service: None,
+            detail,
+        });
     }
     match &status_rows {
         Some(rows) => doctor::failed_services(rows, &mut report),
@@ -642,7 +623,14 @@ fn doctor(dirs: &Dirs, kill: bool, json: bool) -> Outcome {
     report
         .notes
         .push("ledger pending writes: not exposed by paiosd; not checked".into());
-    report.strays = doctor::strays(&config.services, &dirs.state, &supervision);
+    let mut strays = doctor::strays(&config.services, &dirs.state, &supervision);
+    if !strays.is_empty() {
+        // A run that started while the processes were listed is no stray: ask again and
+        // keep only what is still outside supervision.
+        let (again, _, _) = supervised(dirs);
+        strays.retain(|s| !again.pgids.contains(&s.pgid));
+    }
+    report.strays = strays;
     doctor::problems(&config.services, &dirs.socket(), &supervision, &mut report);
 
     let mut ended = Vec::new();
@@ -673,6 +661,41 @@ fn doctor(dirs: &Dirs, kill: bool, json: bool) -> Outcome {
         print(&render_doctor(&report, &ended, kill))?;
     }
     Ok(code)
+}
+
+/// The groups paiosd supervises: from `status` when it runs, plus the live runs in
+/// `state.sqlite` (escaped groups included; while paiosd is down, what its next start
+/// will sweep). Also paiosd's status rows, and a problem reading the records.
+fn supervised(
+    dirs: &Dirs,
+) -> (
+    paios::doctor::Supervision,
+    Option<Vec<paios::control::protocol::ServiceStatus>>,
+    Option<String>,
+) {
+    let mut supervision = paios::doctor::Supervision::default();
+    let mut status_rows = None;
+    if let Ok(mut client) = Client::connect_timeout(&dirs.socket(), Duration::from_secs(5)) {
+        if let Ok(Response::Ok(Reply::Pong { pid, .. })) = client.request(&Request::Ping) {
+            supervision.exclude.insert(pid as i32);
+        }
+        if let Ok(Response::Ok(Reply::Status { services })) =
+            client.request(&Request::Status { names: Vec::new() })
+        {
+            supervision
+                .pgids
+                .extend(services.iter().filter_map(|s| s.pgid));
+            status_rows = Some(services);
+        }
+    }
+    let mut problem = None;
+    if dirs.state_db().exists() {
+        match paios::state::StateDb::open(&dirs.state_db()).and_then(|db| db.live_runs()) {
+            Ok(runs) => supervision.pgids.extend(runs.iter().map(|r| r.pgid)),
+            Err(e) => problem = Some(format!("cannot read the live runs: {e}")),
+        }
+    }
+    (supervision, status_rows, problem)
 }
 
 fn render_doctor(
