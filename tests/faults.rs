@@ -499,3 +499,22 @@ fn doctor_reports_a_stale_socket() {
     assert_eq!(code, Some(1), "{report}");
     assert_eq!(report["problems"][0]["kind"], "stale_socket", "{report}");
 }
+
+#[test]
+fn first_start_has_no_lost_records_to_fall_back_from() {
+    let dirs = TestDirs::new();
+    let tag = dirs.root.path().display().to_string();
+    let pids = dirs.file("kb.pids");
+    dirs.write_service("kb", &service(&["sleeper"], &tag, &pids, ""));
+    let d = Daemon::start_in(dirs);
+    d.wait_state("kb", "running", Duration::from_secs(10));
+    d.pids_from(&pids);
+    let out = d.ctl(&["stop", "kb"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The ledger keeps the order of one queue: once the stop is there, so is anything
+    // recorded at start.
+    wait_event(&d, "stopped", 1);
+    for event in ["state_unreadable", "sweep_fallback", "unclean_end"] {
+        assert!(events(&d, event).is_empty(), "{event}: {:?}", ledger(&d));
+    }
+}
