@@ -667,6 +667,8 @@ fn state_lost(bins: &Bins, corrupt: bool) -> Outcome {
         d.wait_pids(&format!("f{i}"), 5)?;
     }
     d.all_running(n, Duration::from_secs(30))?;
+    // What tells the next start that a paiosd ran here before.
+    d.wait_count("daemon_start", 1)?;
     d.kill9();
     let old: Vec<Identity> = (0..n)
         .flat_map(|i| identities(&d.pids_file(&format!("f{i}"))))

@@ -155,6 +155,8 @@ fn kill9_then_start_ends_every_old_process_before_one_new_run_each() {
 
 fn kill9_lose_records_restart(damage: impl FnOnce(&Path)) {
     let (mut d, files) = start_forkers(2, "");
+    // What tells the next start that a paiosd ran here before.
+    wait_event(&d, "daemon_start", 1);
     d.kill9();
     let old = old_ids(&files);
     assert!(old.len() >= 8, "alive after kill -9: {old:?}");
@@ -435,6 +437,17 @@ fn doctor_finds_a_duplicate_and_kill_ends_it() {
 
     let (code, report) = doctor(&dirs, &[]);
     assert_eq!(code, Some(0), "{report}");
+
+    // The ledger `--kill` created is no sign of a previous paiosd: its first start must
+    // not report lost records.
+    let d = Daemon::start_in(dirs);
+    d.wait_state("kb", "running", Duration::from_secs(10));
+    let out = d.ctl(&["stop", "kb"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    wait_event(&d, "stopped", 1);
+    for event in ["state_unreadable", "sweep_fallback"] {
+        assert!(events(&d, event).is_empty(), "{event}: {:?}", ledger(&d));
+    }
 }
 
 impl Loose {

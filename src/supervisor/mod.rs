@@ -69,13 +69,13 @@ pub async fn run(dirs: Dirs) -> anyhow::Result<()> {
     // A state file missing where a previous paiosd has left its ledger means its records
     // were lost (deleted between a kill and this start): sweep by stray detection then.
     // Looked at before the ledger is opened, which creates its file.
-    let state_missing = !dirs.state_db().exists() && dirs.ledger_db().exists();
+    let state_missing = !dirs.state_db().exists() && sweep::previous_paiosd_ran(&dirs.ledger_db());
     let ledger = Ledger::open(&dirs.ledger_db(), config.global.ledger);
     let logs = Logs::start(&dirs.logs);
     let (state_db, mut state_problem) = StateDb::open_or_recreate(&dirs.state_db());
     if state_missing && state_problem.is_none() {
         state_problem = Some(format!(
-            "{} is missing although {} shows a previous paiosd ran here",
+            "{} is missing although the ledger {} shows a previous paiosd ran here",
             dirs.state_db().display(),
             dirs.ledger_db().display()
         ));

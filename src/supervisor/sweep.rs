@@ -148,6 +148,28 @@ pub fn sweep_strays(
     doctor::end_strays(&strays, services)
 }
 
+/// Whether a paiosd ran on this state directory before: its ledger holds a
+/// `daemon_start`. With `state.sqlite` missing too, the records of that paiosd were
+/// lost. A ledger that exists but cannot be read counts as yes (better one needless
+/// stray search than a missed one); `paiosctl doctor --kill` alone creating the ledger
+/// does not.
+pub fn previous_paiosd_ran(ledger: &Path) -> bool {
+    use crate::ledger::query::{Filter, Reader};
+    if !ledger.exists() {
+        return false;
+    }
+    let Ok(reader) = Reader::open(ledger) else {
+        return true;
+    };
+    let filter = Filter {
+        service: None,
+        since: None,
+        outcomes: vec!["daemon_start".into()],
+        limit: Some(1),
+    };
+    reader.list(&filter).map_or(true, |found| !found.is_empty())
+}
+
 /// A process found outside its run's group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Escaped {
