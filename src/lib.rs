@@ -12,6 +12,7 @@ pub mod alert;
 pub mod config;
 pub mod control;
 pub mod dirs;
+pub mod doctor;
 pub mod health;
 pub mod ledger;
 pub mod lock;

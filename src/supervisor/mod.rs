@@ -7,6 +7,7 @@
 //! through `ControlMsg`. Timers are deadlines in one ordered set (`timers.rs`), so
 //! nothing polls on a fixed tick.
 
+mod escape;
 mod ops;
 mod order;
 pub mod service;
@@ -66,9 +67,20 @@ pub async fn run(dirs: Dirs) -> anyhow::Result<()> {
         tracing::error!("config: {error}");
     }
 
+    // A state file missing where a previous paiosd has left its ledger means its records
+    // were lost (deleted between a kill and this start): sweep by stray detection then.
+    // Looked at before the ledger is opened, which creates its file.
+    let state_missing = !dirs.state_db().exists() && sweep::previous_paiosd_ran(&dirs.ledger_db());
     let ledger = Ledger::open(&dirs.ledger_db(), config.global.ledger);
     let logs = Logs::start(&dirs.logs);
-    let (state_db, state_problem) = StateDb::open_or_recreate(&dirs.state_db());
+    let (state_db, mut state_problem) = StateDb::open_or_recreate(&dirs.state_db());
+    if state_missing && state_problem.is_none() {
+        state_problem = Some(format!(
+            "{} is missing although the ledger {} shows a previous paiosd ran here",
+            dirs.state_db().display(),
+            dirs.ledger_db().display()
+        ));
+    }
     let state_db = Some(state_db);
     if let Some(problem) = &state_problem {
         tracing::error!("state database: {problem}");
@@ -87,10 +99,18 @@ pub async fn run(dirs: Dirs) -> anyhow::Result<()> {
             dirs.config.display()
         )),
     );
-    if let Some(problem) = state_problem {
-        sup.record_event("paiosd", "daemon", "state_unreadable", Some(problem));
+    if let Some(problem) = &state_problem {
+        sup.record_event(
+            "paiosd",
+            "daemon",
+            "state_unreadable",
+            Some(problem.clone()),
+        );
     }
     sup.sweep_leftovers();
+    if state_problem.is_some() {
+        sup.sweep_strays_fallback();
+    }
 
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlMsg>(256);
     let mut probe_rx = sup.take_probe_rx();
@@ -172,6 +192,8 @@ pub struct Supervisor {
     /// Run records still waiting (off the actor) for their stderr tail; awaited before
     /// the ledger closes at shutdown, or the runs a shutdown ended would go unrecorded.
     tails: Vec<tokio::task::JoinHandle<()>>,
+    /// When the process table was last scanned for escapees.
+    last_escape_scan: Option<Instant>,
     next_run_id: u64,
     ops: Vec<Op>,
     shutting_down: bool,
@@ -210,6 +232,7 @@ impl Supervisor {
             alerter: None,
             leaders: BTreeMap::new(),
             tails: Vec::new(),
+            last_escape_scan: None,
             next_run_id: 1,
             ops: Vec::new(),
             shutting_down: false,
@@ -326,6 +349,29 @@ impl Supervisor {
         }
     }
 
+    /// The records of the previous paiosd are lost: end what `doctor` recognises as
+    /// strays of the configured services instead, before anything starts.
+    fn sweep_strays_fallback(&mut self) {
+        let detail = "could not sweep from records (the state database was missing or unreadable); falling back to stray detection for the configured services";
+        tracing::error!("{detail}");
+        self.record_event("paiosd", "daemon", "sweep_fallback", Some(detail.into()));
+        let services: BTreeMap<String, ServiceConfig> = self
+            .services
+            .iter()
+            .map(|(n, s)| (n.clone(), s.cfg.clone()))
+            .collect();
+        for ended in sweep::sweep_strays(&services, &self.dirs.state) {
+            let detail = crate::doctor::describe_ended(&ended);
+            tracing::warn!(service = %ended.stray.service, "ended a stray: {detail}");
+            self.record_event(
+                &ended.stray.service,
+                "service",
+                "stray_killed",
+                Some(detail),
+            );
+        }
+    }
+
     // ----- starting -------------------------------------------------------------
 
     /// Starts `name` if it is wanted, has no run, and everything it comes `after` is up.
@@ -357,10 +403,14 @@ impl Supervisor {
         let Some(svc) = self.services.get_mut(name) else {
             return;
         };
+        let mut env = svc.cfg.env.clone();
+        // The marker every process of the run inherits: how doctor and the fallback
+        // sweep recognise it even after its leader is gone.
+        env.extend(crate::doctor::marker_env(&self.dirs.state, name));
         let spec = SpawnSpec {
             argv: svc.cfg.argv.clone(),
             cwd: svc.cfg.cwd.clone(),
-            env: svc.cfg.env.clone(),
+            env,
         };
         let attempt = svc.next_attempt;
         let delay = svc.next_delay.take();
@@ -414,6 +464,7 @@ impl Supervisor {
                     health: None,
                     watch: Default::default(),
                     hung_context: None,
+                    escapees: Vec::new(),
                 });
                 self.timers.at(now + SETTLE, Timer::Wake);
                 self.watch_run(name);
@@ -498,7 +549,12 @@ impl Supervisor {
             describe(status)
         );
         let pgid = run.pgid;
-        if !group_exists(pgid) {
+        self.scan_escapes(true);
+        let Some(run) = self.services.get_mut(name).and_then(|s| s.run.as_mut()) else {
+            return;
+        };
+        let escapees_alive = run.escapees.iter().any(sweep::escaped_alive);
+        if !group_exists(pgid) && !escapees_alive {
             self.finish_run(name);
             return;
         }
@@ -525,6 +581,11 @@ impl Supervisor {
         if run.stopping.is_some() {
             return;
         }
+        self.scan_escapes(true);
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        let Some(run) = svc.run.as_mut() else { return };
         if let Some(h) = &run.health {
             h.cancel.cancel();
         }
@@ -540,6 +601,10 @@ impl Supervisor {
         let _ = process::signal_group(pgid, libc::SIGCONT);
         if let Err(e) = process::signal_group(pgid, svc.cfg.stop.signal) {
             tracing::warn!(service = name, pgid, "stop signal failed: {e}");
+        }
+        for e in &run.escapees {
+            sweep::signal_escaped(e, libc::SIGCONT);
+            sweep::signal_escaped(e, svc.cfg.stop.signal);
         }
         self.timers
             .at(now + svc.cfg.stop.grace, Timer::Grace(name.to_string(), id));
@@ -569,7 +634,8 @@ impl Supervisor {
         let Some(stopping) = run.stopping.as_mut() else {
             return;
         };
-        if group_exists(run.pgid) {
+        let escapees_alive = run.escapees.iter().any(sweep::escaped_alive);
+        if group_exists(run.pgid) || escapees_alive {
             tracing::warn!(
                 service = name,
                 pgid = run.pgid,
@@ -578,6 +644,9 @@ impl Supervisor {
             );
             stopping.killed = true;
             let _ = process::signal_group(run.pgid, libc::SIGKILL);
+            for e in &run.escapees {
+                sweep::signal_escaped(e, libc::SIGKILL);
+            }
             run.polls = 0;
             self.schedule_poll(name);
         }
@@ -591,7 +660,9 @@ impl Supervisor {
         if run.id != run_id {
             return;
         }
-        if group_exists(run.pgid) && process::group_alive(run.pgid) {
+        if (group_exists(run.pgid) && process::group_alive(run.pgid))
+            || run.escapees.iter().any(sweep::escaped_alive)
+        {
             self.schedule_poll(name);
         } else if run.leader_exit.is_some() || !process::is_alive(run.leader) {
             // Only zombies are left: those that are paiosd's (re-parented members) are
@@ -620,6 +691,7 @@ impl Supervisor {
             h.cancel.cancel();
         }
         self.leaders.remove(&run.leader.pid);
+        escape::forget_escapees(self.state_db.as_ref(), name, &run.escapees);
         if let Some(db) = &self.state_db {
             if let Err(e) = db.remove_run(name, run.pgid) {
                 tracing::error!(
@@ -816,8 +888,8 @@ impl Supervisor {
                 }
                 Timer::Schedule(name) => self.on_schedule(&name),
                 Timer::Timeout(name, id) => self.on_timeout(&name, id),
-                Timer::Wake => {}
                 Timer::Sample => self.on_sample_tick(now),
+                Timer::Wake => self.scan_escapes(false),
             }
         }
     }

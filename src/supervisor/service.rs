@@ -64,6 +64,8 @@ pub struct Run {
     pub watch: super::watch::RunWatch,
     /// Why paiosd ended it (probe errors, the memory figure), for the ledger's context.
     pub hung_context: Option<String>,
+    /// Processes that left the group (`setsid`): ended with the run (see `escape.rs`).
+    pub escapees: Vec<super::sweep::Escaped>,
 }
 
 impl Run {
