@@ -1205,7 +1205,7 @@ impl Supervisor {
             }
             Request::Start { target, wait } => {
                 self.with_targets(&target, reply, |s, names, reply| {
-                    s.op_start(names, wait, reply)
+                    s.op_up(names, wait, reply, false)
                 })
             }
             Request::Stop { target, wait } => {
@@ -1215,7 +1215,7 @@ impl Supervisor {
             }
             Request::Restart { target, wait } => {
                 self.with_targets(&target, reply, |s, names, reply| {
-                    s.op_restart(names, wait, reply)
+                    s.op_up(names, wait, reply, true)
                 })
             }
             Request::Run { name, wait } => self.op_run(name, wait, reply),

@@ -79,11 +79,14 @@ impl Supervisor {
         Ok(names)
     }
 
-    pub(super) fn op_start(
+    /// `start` (`restart` false) or `restart`: wanted up, a crash loop forgotten, and for
+    /// a restart the running group ended first; answered once each run is up (or failed).
+    pub(super) fn op_up(
         &mut self,
         names: Vec<String>,
         wait: bool,
         reply: oneshot::Sender<Response>,
+        restart: bool,
     ) {
         let mut waits = Vec::new();
         let mut fixed = Vec::new();
@@ -95,15 +98,26 @@ impl Supervisor {
                 fixed.push(not_applicable(&name, "is a task: use `paiosctl run`"));
                 continue;
             }
-            let marker =
-                svc.runs_finished + u64::from(svc.run.as_ref().is_some_and(|r| !r.is_up()));
+            // The run that ends first (a restart's, or one already stopping) is not a failure.
+            let ending = match &svc.run {
+                Some(run) => restart || !run.is_up(),
+                None => false,
+            };
+            let marker = svc.runs_finished + u64::from(ending);
             if let Hold::Failed { .. } = svc.hold {
                 svc.tracker.clear();
                 svc.next_attempt = 0;
-                tracing::info!(service = %name, "crash-loop state cleared by a manual start");
+                tracing::info!(service = %name, "crash-loop state cleared by hand");
+            }
+            if restart {
+                svc.next_attempt = 0;
             }
             svc.want_up = true;
             match &svc.run {
+                Some(_) if restart => {
+                    svc.restart_requested = true;
+                    self.begin_stop(&name, StopReason::Restart);
+                }
                 Some(run) if !run.is_up() => svc.restart_requested = true,
                 Some(_) => {}
                 None => {
@@ -136,40 +150,6 @@ impl Supervisor {
             waits.push((name, WaitFor::Down));
         }
         self.push_op(OpKind::Ops, reply, waits, Vec::new(), wait);
-    }
-
-    pub(super) fn op_restart(
-        &mut self,
-        names: Vec<String>,
-        wait: bool,
-        reply: oneshot::Sender<Response>,
-    ) {
-        let mut waits = Vec::new();
-        let mut fixed = Vec::new();
-        for name in names {
-            let Some(svc) = self.services.get_mut(&name) else {
-                continue;
-            };
-            if svc.is_task() {
-                fixed.push(not_applicable(&name, "is a task: use `paiosctl run`"));
-                continue;
-            }
-            svc.want_up = true;
-            if let Hold::Failed { .. } = svc.hold {
-                svc.tracker.clear();
-            }
-            svc.next_attempt = 0;
-            let marker = svc.runs_finished + u64::from(svc.run.is_some());
-            if svc.run.is_some() {
-                svc.restart_requested = true;
-                self.begin_stop(&name, StopReason::Restart);
-            } else {
-                svc.hold = Hold::None;
-                self.try_start(&name);
-            }
-            waits.push((name, WaitFor::Up { marker }));
-        }
-        self.push_op(OpKind::Ops, reply, waits, fixed, wait);
     }
 
     pub(super) fn op_run(&mut self, name: String, wait: bool, reply: oneshot::Sender<Response>) {
