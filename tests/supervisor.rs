@@ -345,3 +345,32 @@ fn services_wait_for_what_they_come_after() {
     d.wait_state("api", "running", Duration::from_secs(10));
     d.wait_state("web", "running", Duration::from_secs(10));
 }
+
+/// launchd has no restart cap: a paiosd that exited on bad config would crash-loop. With
+/// every file broken it runs, answers, and reports the errors.
+#[test]
+fn every_file_broken_still_runs_and_reports() {
+    let d = Daemon::start(&[
+        ("a", "command = [\"sleep\", 300\n"),
+        (
+            "b",
+            "shell = \"sleep 300\"\n[restart]\npolicy = \"sometimes\"\n",
+        ),
+    ]);
+    assert_eq!(d.ctl(&["ping"]).status.code(), Some(0));
+    assert!(d.status().is_empty());
+    let out = d.ctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stdout) + &text(&out.stderr);
+    assert!(
+        said.contains("a.toml:2:1") && said.contains("b.toml:3:10"),
+        "{said}"
+    );
+    // Fixed files are picked up by the next reload.
+    d.dirs
+        .write_service("a", "command = [\"sleep\", \"300\"]\n");
+    d.dirs.write_service("b", "shell = \"sleep 300\"\n");
+    assert_eq!(d.ctl(&["reload"]).status.code(), Some(0));
+    d.wait_state("a", "running", Duration::from_secs(10));
+    d.wait_state("b", "running", Duration::from_secs(10));
+}
