@@ -22,11 +22,7 @@ mod support;
 use support::{lines, percentile, restart_gaps, wait_until, Bins, Daemon, Scratch};
 
 fn settings() -> LedgerSettings {
-    LedgerSettings {
-        keep: Duration::from_secs(90 * 86_400),
-        max_rows: 1_000_000,
-        context_lines: 20,
-    }
+    paios::config::Global::default().ledger
 }
 
 fn run_record(i: u32) -> Record {

@@ -292,11 +292,7 @@ mod tests {
     use super::*;
 
     fn settings() -> LedgerSettings {
-        LedgerSettings {
-            keep: Duration::from_secs(90 * 86_400),
-            max_rows: 1_000_000,
-            context_lines: 20,
-        }
+        crate::config::Global::default().ledger
     }
 
     fn event(n: u32) -> Record {
