@@ -8,167 +8,20 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Bins {
-    paiosd: PathBuf,
-    paiosctl: PathBuf,
-    fixture: PathBuf,
-}
+#[path = "support.rs"]
+mod support;
 
-fn bins() -> Bins {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let examples = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    let profile = examples.parent().map(Path::to_path_buf).unwrap_or_default();
-    Bins {
-        paiosd: profile.join("paiosd"),
-        paiosctl: profile.join("paiosctl"),
-        fixture: examples.join("fixture"),
-    }
-}
-
-/// A scratch config/state/log tree, removed on drop.
-struct Scratch {
-    root: PathBuf,
-}
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let root = std::env::temp_dir().join(format!("paios-bench-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(root.join("config/services.d")).expect("scratch dir");
-        Scratch { root }
-    }
-    fn service(&self, name: &str, body: &str) {
-        fs::write(
-            self.root.join(format!("config/services.d/{name}.toml")),
-            body,
-        )
-        .expect("service file");
-    }
-    fn args(&self) -> Vec<String> {
-        [
-            "--config-dir",
-            "config",
-            "--state-dir",
-            "state",
-            "--log-dir",
-            "logs",
-        ]
-        .chunks(2)
-        .flat_map(|kv| {
-            [
-                kv[0].to_string(),
-                self.root.join(kv[1]).display().to_string(),
-            ]
-        })
-        .collect()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.root);
-    }
-}
-
-/// paiosd under test; SIGKILLed with its groups on drop if still running.
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    fn start(bins: &Bins, scratch: &Scratch) -> Daemon {
-        let child = Command::new(&bins.paiosd)
-            .args(scratch.args())
-            .env("PAIOS_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start paiosd");
-        Daemon { child }
-    }
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-    fn terminate(&mut self) -> Duration {
-        let t0 = Instant::now();
-        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
-        let _ = self.child.wait();
-        t0.elapsed()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn wait_for(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    f()
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
+use support::{
+    alive, cpu_ticks, percentile, restart_gaps, rss_bytes, wait_until, Bins, Daemon, Scratch,
+};
 
 /// (RSS bytes, CPU ticks) of `pid`.
 fn usage(pid: i32) -> (u64, u64) {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = fields
-        .get(11)
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-    (rss_kb * 1024, ticks)
+    (rss_bytes(pid).unwrap_or(0), cpu_ticks(pid).unwrap_or(0))
 }
 
 fn restart_latency(bins: &Bins, crashes: usize, out: &mut String) {
@@ -176,7 +29,7 @@ fn restart_latency(bins: &Bins, crashes: usize, out: &mut String) {
         ("rust fixture", false),
         ("python fixture (as the peers)", true),
     ] {
-        let scratch = Scratch::new(if python { "restart-py" } else { "restart" });
+        let scratch = Scratch::new("paios-bench", if python { "restart-py" } else { "restart" });
         let log = scratch.root.join("starts.log");
         let command = if python {
             let script = scratch.root.join("crash.py");
@@ -192,46 +45,22 @@ fn restart_latency(bins: &Bins, crashes: usize, out: &mut String) {
                 "python3"
             };
             format!(
-                "command = [\"{python}\", \"{}\", \"{}\"]\n",
+                "command = [\"{python}\", \"{}\", \"{}\"]\n{}",
                 script.display(),
-                log.display()
+                log.display(),
+                support::CRASHER_RESTART
             )
         } else {
-            format!(
-                "command = [\"{}\", \"crasher\", \"1\", \"0\"]\nenv = {{ FIXTURE_LOG = \"{}\" }}\n",
-                bins.fixture.display(),
-                log.display()
-            )
+            support::crasher_service(&bins.fixture, &log)
         };
-        scratch.service(
-            "crash",
-            &format!(
-                "{command}[restart]\npolicy = \"always\"\nbackoff = {{ initial = \"1ms\", max = \"1ms\", factor = 1.0, jitter = 0.0 }}\nlimit = {{ burst = 1000000, window = \"1m\", cooldown = \"1s\" }}\n"
-            ),
-        );
-        let mut daemon = Daemon::start(bins, &scratch);
-        let starts = |l: &Vec<String>| l.iter().filter(|x| x.starts_with("start ")).count();
-        wait_for(Duration::from_secs(120), || starts(&lines(&log)) > crashes);
+        scratch.service("crash", &command);
+        let mut daemon = Daemon::start(&bins.paiosd, &scratch.args());
+        let starts = |l: &[String]| l.iter().filter(|x| x.starts_with("start ")).count();
+        wait_until(Duration::from_secs(120), || {
+            starts(&support::lines(&log)) > crashes
+        });
         daemon.terminate();
-        let mut exit_at: Option<i128> = None;
-        let mut gaps = Vec::new();
-        for line in lines(&log) {
-            let parts: Vec<&str> = line.split_whitespace().collect();
-            let Some(ns) = parts.get(2).and_then(|v| v.parse::<i128>().ok()) else {
-                continue;
-            };
-            match parts[0] {
-                "exit" => exit_at = Some(ns),
-                "start" => {
-                    if let Some(e) = exit_at.take() {
-                        // Minus the configured 1 ms backoff: what paiosd adds.
-                        gaps.push((ns - e) as f64 / 1e6 - 1.0);
-                    }
-                }
-                _ => {}
-            }
-        }
-        gaps.sort_by(f64::total_cmp);
+        let gaps = restart_gaps(&log);
         let _ = writeln!(
             out,
             "restart latency added beyond the backoff ({label}, {} restarts): median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -244,7 +73,7 @@ fn restart_latency(bins: &Bins, crashes: usize, out: &mut String) {
 }
 
 fn two_hundred(bins: &Bins, idle: u64, out: &mut String) {
-    let scratch = Scratch::new("200");
+    let scratch = Scratch::new("paios-bench", "200");
     let pids = scratch.root.join("pids.log");
     for i in 0..200 {
         let mode = if i < 20 { "stubborn" } else { "sleeper" };
@@ -258,8 +87,10 @@ fn two_hundred(bins: &Bins, idle: u64, out: &mut String) {
         );
     }
     let t0 = Instant::now();
-    let mut daemon = Daemon::start(bins, &scratch);
-    let all_up = wait_for(Duration::from_secs(60), || lines(&pids).len() >= 200);
+    let mut daemon = Daemon::start(&bins.paiosd, &scratch.args());
+    let all_up = wait_until(Duration::from_secs(60), || {
+        support::lines(&pids).len() >= 200
+    });
     let _ = writeln!(
         out,
         "start of 200 services: {} ms{}",
@@ -317,7 +148,7 @@ fn two_hundred(bins: &Bins, idle: u64, out: &mut String) {
     let (_, ticks0) = usage(daemon.pid());
     std::thread::sleep(Duration::from_secs(idle));
     let (rss, ticks1) = usage(daemon.pid());
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = support::ticks_per_second();
     let cpu_ms_per_min = (ticks1 - ticks0) as f64 * 1000.0 / hz * 60.0 / idle as f64;
     let _ = writeln!(
         out,
@@ -328,7 +159,7 @@ fn two_hundred(bins: &Bins, idle: u64, out: &mut String) {
     );
 
     // Stop everything: 20 of them ignore SIGTERM, grace 2 s.
-    let recorded: BTreeSet<i32> = lines(&pids)
+    let recorded: BTreeSet<i32> = support::lines(&pids)
         .iter()
         .filter_map(|l| l.split_whitespace().next()?.parse().ok())
         .collect();
@@ -348,7 +179,7 @@ fn two_hundred(bins: &Bins, idle: u64, out: &mut String) {
 /// 200 services probed every second (100 HTTP, 100 TCP): paiosd's CPU per minute, then
 /// the time from SIGSTOP to the `hung` decision against its floor (interval × failures).
 fn probing(bins: &Bins, secs: u64, out: &mut String) {
-    let scratch = Scratch::new("probe");
+    let scratch = Scratch::new("paios-bench", "probe");
     let base = 21000 + (std::process::id() % 2000) as u16 * 10;
     for i in 0..200u16 {
         let port = base + i;
@@ -365,7 +196,7 @@ fn probing(bins: &Bins, secs: u64, out: &mut String) {
             ),
         );
     }
-    let daemon = Daemon::start(bins, &scratch);
+    let daemon = Daemon::start(&bins.paiosd, &scratch.args());
     let socket = scratch.root.join("state/paiosd.sock");
     let status = || -> Vec<paios::control::protocol::ServiceStatus> {
         let Ok(mut client) = paios::control::client::Client::connect(&socket) else {
@@ -378,7 +209,7 @@ fn probing(bins: &Bins, secs: u64, out: &mut String) {
             _ => Vec::new(),
         }
     };
-    let healthy = wait_for(Duration::from_secs(60), || {
+    let healthy = wait_until(Duration::from_secs(60), || {
         status()
             .iter()
             .filter(|s| s.health.as_deref() == Some("healthy"))
@@ -388,7 +219,7 @@ fn probing(bins: &Bins, secs: u64, out: &mut String) {
     let (_, t0) = usage(daemon.pid());
     std::thread::sleep(Duration::from_secs(secs));
     let (rss, t1) = usage(daemon.pid());
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = support::ticks_per_second();
     let _ = writeln!(
         out,
         "paiosd probing 200 services every 1 s (100 HTTP, 100 TCP{}) over {secs} s: CPU {:.0} ms per minute, RSS {:.1} MiB",
@@ -403,7 +234,7 @@ fn probing(bins: &Bins, secs: u64, out: &mut String) {
         };
         let t = Instant::now();
         unsafe { libc::killpg(pgid, libc::SIGSTOP) };
-        let found = wait_for(Duration::from_secs(15), || {
+        let found = wait_until(Duration::from_secs(15), || {
             status()
                 .iter()
                 .any(|r| r.name == s.name && (r.state == "hung" || r.pid.is_some_and(|p| p != pid)))
@@ -434,16 +265,8 @@ fn main() {
             _ => {}
         }
     }
-    let bins = bins();
-    for b in [&bins.paiosd, &bins.paiosctl, &bins.fixture] {
-        if !b.exists() {
-            eprintln!(
-                "missing {}: run `cargo build --release --bins --examples` first",
-                b.display()
-            );
-            std::process::exit(2);
-        }
-    }
+    let bins = Bins::beside_exe();
+    support::require(&[&bins.paiosd, &bins.paiosctl, &bins.fixture]);
     let mut out = String::new();
     restart_latency(&bins, crashes, &mut out);
     two_hundred(&bins, idle, &mut out);

@@ -11,71 +11,18 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use paios::config::LedgerSettings;
 use paios::ledger::{EventRecord, Ledger, Record, RunRecord, WriterOptions};
 
-struct Bins {
-    paiosd: PathBuf,
-    fixture: PathBuf,
-}
+#[path = "support.rs"]
+mod support;
 
-fn bins() -> Bins {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let examples = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    let profile = examples.parent().map(Path::to_path_buf).unwrap_or_default();
-    Bins {
-        paiosd: profile.join("paiosd"),
-        fixture: examples.join("fixture"),
-    }
-}
-
-/// A scratch directory under `base`, removed on drop.
-struct Scratch {
-    root: PathBuf,
-}
-
-impl Scratch {
-    fn new(base: &Path, tag: &str) -> Scratch {
-        let root = base.join(format!("paios-bench-ledger-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(root.join("config/services.d")).expect("scratch dir");
-        fs::create_dir_all(root.join("state")).expect("state dir");
-        Scratch { root }
-    }
-
-    fn state(&self) -> PathBuf {
-        self.root.join("state")
-    }
-
-    fn args(&self) -> Vec<String> {
-        let mut args = Vec::new();
-        for (flag, dir) in [
-            ("--config-dir", "config"),
-            ("--state-dir", "state"),
-            ("--log-dir", "logs"),
-        ] {
-            args.push(flag.to_string());
-            args.push(self.root.join(dir).display().to_string());
-        }
-        args
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.root);
-    }
-}
+use support::{lines, percentile, restart_gaps, wait_until, Bins, Daemon, Scratch};
 
 fn settings() -> LedgerSettings {
-    LedgerSettings {
-        keep: Duration::from_secs(90 * 86_400),
-        max_rows: 1_000_000,
-        context_lines: 20,
-    }
+    paios::config::Global::default().ledger
 }
 
 fn run_record(i: u32) -> Record {
@@ -95,14 +42,6 @@ fn run_record(i: u32) -> Record {
         delay_ms: Some(100),
         context: Some("a line of stderr, as a crashing service prints it\n".repeat(20)),
     })
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// Feeds `n` records through `record()` as fast as the queue takes them (never so fast
@@ -165,47 +104,6 @@ fn throughput(label: &str, n: u32, make: impl Fn(u32) -> Record, out: &mut Strin
     );
 }
 
-/// paiosd under test; SIGKILLed on drop if still running.
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    fn start(bins: &Bins, scratch: &Scratch) -> Daemon {
-        let child = Command::new(&bins.paiosd)
-            .args(scratch.args())
-            .env("PAIOS_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start paiosd");
-        Daemon { child }
-    }
-
-    fn terminate(&mut self) {
-        // SAFETY: kill(2) on our own child's PID, which we have not reaped yet.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 /// One restart-latency run: paiosd's directories under `base`, and whether the ledger
 /// is locked for the whole run (nothing written: the run without the ledger's writes).
 fn restart_latency(bins: &Bins, base: &Path, locked: bool, crashes: usize, out: &mut String) {
@@ -222,18 +120,15 @@ fn restart_latency(bins: &Bins, base: &Path, locked: bool, crashes: usize, out: 
         let _ = writeln!(out, "restart latency ({label}): skipped, no such directory");
         return;
     }
-    let scratch = Scratch::new(base, &format!("restart-{}", u8::from(locked)));
+    let scratch = Scratch::new_in(
+        base,
+        "paios-bench-ledger",
+        &format!("restart-{}", u8::from(locked)),
+    );
+    fs::create_dir_all(scratch.root.join("state")).expect("state dir");
     let log = scratch.root.join("starts.log");
-    fs::write(
-        scratch.root.join("config/services.d/crash.toml"),
-        format!(
-            "command = [\"{}\", \"crasher\", \"1\", \"0\"]\nenv = {{ FIXTURE_LOG = \"{}\" }}\n[restart]\npolicy = \"always\"\nbackoff = {{ initial = \"1ms\", max = \"1ms\", factor = 1.0, jitter = 0.0 }}\nlimit = {{ burst = 1000000, window = \"1m\", cooldown = \"1s\" }}\n",
-            bins.fixture.display(),
-            log.display()
-        ),
-    )
-    .expect("service file");
-    let ledger_path = scratch.state().join("ledger.sqlite");
+    scratch.service("crash", &support::crasher_service(&bins.fixture, &log));
+    let ledger_path = scratch.root.join("state").join("ledger.sqlite");
     let lock = if locked {
         // A ledger of the current schema, then a write transaction held open on it.
         let ledger = Ledger::open(&ledger_path, settings());
@@ -250,33 +145,12 @@ fn restart_latency(bins: &Bins, base: &Path, locked: bool, crashes: usize, out: 
     } else {
         None
     };
-    let mut daemon = Daemon::start(bins, &scratch);
+    let mut daemon = Daemon::start(&bins.paiosd, &scratch.args());
     let starts = |l: &[String]| l.iter().filter(|x| x.starts_with("start ")).count();
-    let t0 = Instant::now();
-    while starts(&lines(&log)) <= crashes && t0.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(Duration::from_secs(120), || starts(&lines(&log)) > crashes);
     daemon.terminate();
     drop(lock);
-    let mut exit_at: Option<i128> = None;
-    let mut gaps = Vec::new();
-    for line in lines(&log) {
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        let Some(ns) = parts.get(2).and_then(|v| v.parse::<i128>().ok()) else {
-            continue;
-        };
-        match parts[0] {
-            "exit" => exit_at = Some(ns),
-            "start" => {
-                if let Some(e) = exit_at.take() {
-                    // Minus the configured 1 ms backoff: what paiosd adds.
-                    gaps.push((ns - e) as f64 / 1e6 - 1.0);
-                }
-            }
-            _ => {}
-        }
-    }
-    gaps.sort_by(f64::total_cmp);
+    let gaps = restart_gaps(&log);
     let rows = paios::ledger::query::Reader::open(&ledger_path)
         .and_then(|r| r.list(&paios::ledger::query::Filter::default()))
         .map(|rows| rows.iter().filter(|e| e.is_run()).count())
@@ -303,16 +177,8 @@ fn main() {
             _ => {}
         }
     }
-    let bins = bins();
-    for b in [&bins.paiosd, &bins.fixture] {
-        if !b.exists() {
-            eprintln!(
-                "missing {}: run `cargo build --release --bins --examples` first",
-                b.display()
-            );
-            std::process::exit(2);
-        }
-    }
+    let bins = Bins::beside_exe();
+    support::require(&[&bins.paiosd, &bins.fixture]);
     let mut out = String::new();
     throughput(
         "runs with 20 lines of context",

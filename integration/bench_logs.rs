@@ -9,76 +9,18 @@
 //! Run: `cargo build --release --bins --examples && target/release/examples/bench_logs [MB]`
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Bins {
-    paiosd: PathBuf,
-    paiosctl: PathBuf,
-    fixture: PathBuf,
-}
+#[path = "support.rs"]
+mod support;
 
-fn bins() -> Bins {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let examples = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    let profile = examples.parent().map(Path::to_path_buf).unwrap_or_default();
-    Bins {
-        paiosd: profile.join("paiosd"),
-        paiosctl: profile.join("paiosctl"),
-        fixture: examples.join("fixture"),
-    }
-}
-
-/// paiosd on scratch directories; SIGTERMed (then SIGKILLed) on drop.
-struct Daemon {
-    child: Child,
-    root: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn args(&self) -> Vec<String> {
-        let r = self.root.path();
-        vec![
-            "--config-dir".into(),
-            r.join("config").display().to_string(),
-            "--state-dir".into(),
-            r.join("state").display().to_string(),
-            "--log-dir".into(),
-            r.join("logs").display().to_string(),
-        ]
-    }
-
-    fn logs(&self) -> PathBuf {
-        self.root.path().join("logs")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: kill only sends a signal to our own, not yet reaped, child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{dir_args, wait_until_every, Bins, Daemon};
 
 /// User + system CPU seconds of `pid` (all threads), Linux only.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(ticks as f64 / hz)
+fn cpu_seconds(pid: i32) -> Option<f64> {
+    Some(support::cpu_ticks(pid)? as f64 / support::ticks_per_second())
 }
 
 /// Bytes across `NAME.log*`.
@@ -160,49 +102,30 @@ fn through_paiosd(
         toml::Value::String(script)
     );
     fs::write(services.join("w.toml"), service).ok()?;
-    let d = Daemon {
-        child: Command::new(&b.paiosd)
-            .env("PAIOS_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .arg("--log-file")
-            .args([
-                "--config-dir",
-                &root.path().join("config").display().to_string(),
-                "--state-dir",
-                &root.path().join("state").display().to_string(),
-                "--log-dir",
-                &root.path().join("logs").display().to_string(),
-            ])
-            .spawn()
-            .ok()?,
-        root,
-    };
+    let args = dir_args(root.path());
+    let mut cmd = support::paiosd_command(&b.paiosd, &args);
+    cmd.arg("--log-file");
+    let d = Daemon::spawn(cmd, Duration::from_secs(10)).ok()?;
     let ping = || {
         Command::new(&b.paiosctl)
-            .args(d.args())
+            .args(&args)
             .arg("ping")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ping() {
-        if Instant::now() > deadline {
-            eprintln!("paiosd did not answer");
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if !wait_until_every(Duration::from_secs(20), Duration::from_millis(20), ping) {
+        eprintln!("paiosd did not answer");
+        return None;
     }
     // Let the shell reach its wait loop.
     std::thread::sleep(Duration::from_millis(200));
-    let pid = d.child.id();
+    let pid = d.pid();
     let cpu0 = cpu_seconds(pid).unwrap_or(0.0);
     let t0 = Instant::now();
     fs::write(&go, b"").ok()?;
-    let logs = d.logs();
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let logs = root.path().join("logs");
     // Time stamps add their bytes to every line.
     let stamp = chrono::Local::now()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -214,17 +137,17 @@ fn through_paiosd(
         } else {
             expect.lines * stamp
         };
-    while logged_bytes(&logs, "w") < want {
-        if Instant::now() > deadline {
-            eprintln!("only {} of {want} bytes arrived", logged_bytes(&logs, "w"));
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(1));
+    let arrived = wait_until_every(Duration::from_secs(120), Duration::from_millis(1), || {
+        logged_bytes(&logs, "w") >= want
+    });
+    if !arrived {
+        eprintln!("only {} of {want} bytes arrived", logged_bytes(&logs, "w"));
+        return None;
     }
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid).unwrap_or(0.0) - cpu0;
     let out = Command::new(&b.paiosctl)
-        .args(d.args())
+        .args(&args)
         .args(["--json", "status", "w"])
         .output()
         .ok()?;
@@ -247,7 +170,7 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(256);
-    let b = bins();
+    let b = Bins::beside_exe();
     for p in [&b.paiosd, &b.paiosctl, &b.fixture] {
         if !p.is_file() {
             eprintln!(

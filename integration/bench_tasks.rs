@@ -17,10 +17,15 @@
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::Timelike;
+
+#[path = "support.rs"]
+mod support;
+
+use support::{percentile, wait_until_every, Daemon, Scratch};
 
 struct Args {
     runs: usize,
@@ -73,100 +78,20 @@ fn stamp(path: &Path) {
     }
 }
 
-/// A scratch config/state/log tree, removed on drop.
-struct Scratch {
-    root: PathBuf,
-}
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let root =
-            std::env::temp_dir().join(format!("paios-bench-tasks-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(root.join("config/services.d")).expect("scratch dir");
-        Scratch { root }
-    }
-
-    fn service(&self, name: &str, body: &str) {
-        let path = self.root.join(format!("config/services.d/{name}.toml"));
-        fs::write(path, body).expect("service file");
-    }
-
-    fn args(&self) -> Vec<String> {
-        [
-            ("--config-dir", "config"),
-            ("--state-dir", "state"),
-            ("--log-dir", "logs"),
-        ]
-        .iter()
-        .flat_map(|(flag, d)| [flag.to_string(), self.root.join(d).display().to_string()])
-        .collect()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.root);
-    }
-}
-
-/// paiosd under test: SIGTERMed (which stops its tasks) and reaped on drop.
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    fn start(paiosd: &Path, scratch: &Scratch) -> Daemon {
-        let child = Command::new(paiosd)
-            .args(scratch.args())
-            .env("PAIOS_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start paiosd");
-        Daemon { child }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's PID, which it keeps until we reap it below.
-        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+/// paiosd under test, its stderr shown: SIGTERMed (which stops its tasks) and reaped on
+/// drop.
+fn start_daemon(paiosd: &Path, scratch: &Scratch) -> Daemon {
+    let mut cmd = support::paiosd_command(paiosd, &scratch.args());
+    cmd.stdin(Stdio::null()).stderr(Stdio::inherit());
+    Daemon::spawn(cmd, Duration::from_secs(10)).expect("start paiosd")
 }
 
 fn stamps(path: &Path) -> Vec<u128> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
+    support::parsed_lines(path)
 }
 
 fn lateness(paiosd: &Path, runs: usize) {
-    let scratch = Scratch::new("late");
+    let scratch = Scratch::new("paios-bench-tasks", "late");
     let file = scratch.root.join("stamps");
     let me = std::env::current_exe().expect("own path");
     scratch.service(
@@ -177,13 +102,14 @@ fn lateness(paiosd: &Path, runs: usize) {
             toml::Value::String(file.display().to_string()),
         ),
     );
-    let _daemon = Daemon::start(paiosd, &scratch);
+    let _daemon = start_daemon(paiosd, &scratch);
     // The first slot comes while paiosd is still starting up: not counted.
     let want = runs + 1;
-    let deadline = Instant::now() + Duration::from_secs(runs as u64 * 2 + 10);
-    while stamps(&file).len() < want && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_every(
+        Duration::from_secs(runs as u64 * 2 + 10),
+        Duration::from_millis(200),
+        || stamps(&file).len() >= want,
+    );
     let all = stamps(&file);
     let mut late_ms: Vec<f64> = all
         .iter()
@@ -224,7 +150,7 @@ fn cpu_ns(_pid: i32) -> Option<u64> {
 }
 
 fn idle_cpu(paiosd: &Path, idle: u64) {
-    let scratch = Scratch::new("idle");
+    let scratch = Scratch::new("paios-bench-tasks", "idle");
     // Hourly, at the minute half an hour away: none comes due while measuring.
     let minute = (chrono::Local::now().minute() + 30) % 60;
     for i in 0..200 {
@@ -234,7 +160,7 @@ fn idle_cpu(paiosd: &Path, idle: u64) {
         );
     }
     let t0 = Instant::now();
-    let daemon = Daemon::start(paiosd, &scratch);
+    let daemon = start_daemon(paiosd, &scratch);
     let paiosctl = paiosd.with_file_name("paiosctl");
     let up = loop {
         let out = Command::new(&paiosctl)
@@ -277,20 +203,8 @@ fn main() {
         stamp(path);
         return;
     }
-    let exe = std::env::current_exe().unwrap_or_default();
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let paiosd = profile.join("paiosd");
-    if !paiosd.exists() {
-        eprintln!(
-            "missing {}: run `cargo build --release --bins --examples` first",
-            paiosd.display()
-        );
-        std::process::exit(2);
-    }
+    let paiosd = support::Bins::beside_exe().paiosd;
+    support::require(&[&paiosd]);
     lateness(&paiosd, args.runs);
     idle_cpu(&paiosd, args.idle);
 }

@@ -18,6 +18,11 @@ use std::time::{Duration, Instant};
 
 use paios::process::{self, Identity};
 
+#[path = "support.rs"]
+mod support;
+
+use support::{wait_until, Bins};
+
 type Outcome = Result<String, String>;
 
 /// A scenario: its figures on success, what went wrong otherwise.
@@ -29,7 +34,7 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let bins = match Bins::build() {
+    let bins = match build_bins() {
         Ok(b) => b,
         Err(e) => {
             println!("FAIL setup: {e}");
@@ -71,44 +76,32 @@ fn main() {
 
 // ----- the binaries ------------------------------------------------------------------
 
-struct Bins {
-    paiosd: PathBuf,
-    paiosctl: PathBuf,
-    fixture: PathBuf,
-}
-
-impl Bins {
-    /// `cargo run --example faults` builds only this example: the daemon, the client and
-    /// the fixture are built here with the same cargo and profile.
-    fn build() -> Result<Bins, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
-        let examples = exe.parent().ok_or("no examples dir")?.to_path_buf();
-        let profile_dir = examples.parent().ok_or("no profile dir")?.to_path_buf();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut args = vec!["build", "--quiet", "--bins", "--example", "fixture"];
-        if profile_dir.ends_with("release") {
-            args.push("--release");
-        }
-        let status = Command::new(cargo)
-            .args(&args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        if !status.success() {
-            return Err(format!("cargo {} failed", args.join(" ")));
-        }
-        let bins = Bins {
-            paiosd: profile_dir.join("paiosd"),
-            paiosctl: profile_dir.join("paiosctl"),
-            fixture: examples.join("fixture"),
-        };
-        for p in [&bins.paiosd, &bins.paiosctl, &bins.fixture] {
-            if !p.is_file() {
-                return Err(format!("{} is missing after the build", p.display()));
-            }
-        }
-        Ok(bins)
+/// `cargo run --example faults` builds only this example: the daemon, the client and the
+/// fixture are built here with the same cargo and profile.
+fn build_bins() -> Result<Bins, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let examples = exe.parent().ok_or("no examples dir")?.to_path_buf();
+    let profile_dir = examples.parent().ok_or("no profile dir")?.to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut args = vec!["build", "--quiet", "--bins", "--example", "fixture"];
+    if profile_dir.ends_with("release") {
+        args.push("--release");
     }
+    let status = Command::new(cargo)
+        .args(&args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo {} failed", args.join(" ")));
+    }
+    let bins = Bins::beside(&exe);
+    for p in [&bins.paiosd, &bins.paiosctl, &bins.fixture] {
+        if !p.is_file() {
+            return Err(format!("{} is missing after the build", p.display()));
+        }
+    }
+    Ok(bins)
 }
 
 // ----- a paiosd on its own directories, and cleanup by identity -----------------------
@@ -210,25 +203,13 @@ impl<'a> Daemon<'a> {
     }
 
     fn args(&self) -> Vec<String> {
-        ["config", "state", "logs"]
-            .iter()
-            .flat_map(|d| {
-                [
-                    format!("--{d}-dir").replace("--logs-dir", "--log-dir"),
-                    self.path(d).display().to_string(),
-                ]
-            })
-            .collect()
+        support::dir_args(self.root.path())
     }
 
     fn launch(&mut self) -> Result<Duration, String> {
         let began = Instant::now();
-        let child = Command::new(&self.bins.paiosd)
-            .args(self.args())
-            .env("PAIOS_LOG", "warn")
+        let child = support::paiosd_command(&self.bins.paiosd, &self.args())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("start paiosd: {e}"))?;
         self.child = Some(child);
@@ -368,25 +349,8 @@ fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn read_pids(path: &Path) -> Vec<i32> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
+    support::parsed_lines(path)
 }
 
 fn identities(path: &Path) -> Vec<Identity> {
@@ -466,16 +430,9 @@ fn kill9_restart(bins: &Bins) -> Outcome {
 
 /// paiosd's resident memory and open descriptors (Linux /proc).
 fn rss_fds(pid: i32) -> Option<(u64, usize)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
+    let rss = support::rss_bytes(pid)?;
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
-    Some((rss_kib * 1024, fds))
+    Some((rss, fds))
 }
 
 /// Zombie children of `parent` (Linux /proc).

@@ -39,7 +39,7 @@ use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::ledger::{rfc3339, EventRecord, Ledger, Record};
+use crate::ledger::{head, rfc3339, EventRecord, Ledger, Record};
 
 /// Runs the command under a shell that reports its status on stdout and then ends the
 /// group (see the module comment). `$0` is the name `ps` shows.
@@ -232,30 +232,13 @@ impl Alerter {
         }
         let deadline = Instant::now() + timeout;
         let (done_tx, done_rx) = mpsc::channel();
-        let mut msg = Msg::Close(done_tx);
-        loop {
-            match inner.tx.try_send(msg) {
-                Ok(()) => break,
-                Err(TrySendError::Disconnected(_)) => return,
-                Err(TrySendError::Full(back)) => {
-                    if Instant::now() >= deadline {
-                        return;
-                    }
-                    msg = back;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            }
-        }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if done_rx.recv_timeout(remaining).is_ok() {
-            let handle = match inner.thread.lock() {
-                Ok(mut guard) => guard.take(),
-                Err(poisoned) => poisoned.into_inner().take(),
-            };
-            if let Some(handle) = handle {
-                let _ = handle.join();
-            }
-        }
+        crate::worker::close(
+            &inner.tx,
+            Msg::Close(done_tx),
+            &done_rx,
+            deadline,
+            &inner.thread,
+        );
     }
 }
 
@@ -539,15 +522,4 @@ fn tail_text(output: &[u8]) -> String {
 /// Environment values cannot hold NUL; other control characters are passed on.
 fn clean(s: &str) -> String {
     s.replace('\0', "\u{FFFD}")
-}
-
-fn head(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

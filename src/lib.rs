@@ -19,6 +19,8 @@ pub mod lock;
 pub mod logs;
 pub mod policy;
 pub mod process;
+mod sqlite;
 pub mod state;
 pub mod supervisor;
 pub mod tasks;
+mod worker;

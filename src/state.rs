@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+
+use crate::sqlite::DbError;
 use serde::{Deserialize, Serialize};
 
 /// The schema version this build writes and reads.
@@ -137,27 +139,9 @@ impl StateDb {
     /// Opens or creates `path`, checks it and migrates it. A corrupt file, or one of a
     /// newer schema, is an error the caller reports (see [`StateDb::open_or_recreate`]).
     pub fn open(path: &Path) -> Result<StateDb, StateError> {
-        let err = |e| sqlite(path, e);
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(2)).map_err(err)?;
-        let _mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
         // The file is tiny, so a full check at every start is cheap.
-        let verdict: String = conn
-            .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
-            .map_err(err)?;
-        if verdict != "ok" {
-            return Err(StateError::Corrupt {
-                path: path.to_path_buf(),
-                detail: verdict,
-            });
-        }
+        let conn = crate::sqlite::open_wal(path, Duration::from_secs(2), true)
+            .map_err(|e| from_db(path, e))?;
         migrate(&conn, path)?;
         Ok(StateDb {
             conn: Some(conn),
@@ -415,32 +399,23 @@ fn sqlite(path: &Path, source: rusqlite::Error) -> StateError {
     }
 }
 
-fn migrate(conn: &Connection, path: &Path) -> Result<(), StateError> {
-    let err = |e| sqlite(path, e);
-    loop {
-        let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let version: i64 = tx
-            .query_row("PRAGMA user_version", [], |row| row.get(0))
-            .map_err(err)?;
-        if version > STATE_SCHEMA_VERSION {
-            return Err(StateError::NewerSchema {
-                path: path.to_path_buf(),
-                found: version,
-                known: STATE_SCHEMA_VERSION,
-            });
-        }
-        let Some(step) = usize::try_from(version)
-            .ok()
-            .and_then(|v| MIGRATIONS.get(v))
-        else {
-            return Ok(());
-        };
-        tx.execute_batch(step).map_err(err)?;
-        tx.pragma_update(None, "user_version", version + 1)
-            .map_err(err)?;
-        tx.commit().map_err(err)?;
+fn from_db(path: &Path, e: DbError) -> StateError {
+    match e {
+        DbError::Sqlite(source) => sqlite(path, source),
+        DbError::Corrupt(detail) => StateError::Corrupt {
+            path: path.to_path_buf(),
+            detail,
+        },
+        DbError::NewerSchema { found } => StateError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            known: STATE_SCHEMA_VERSION,
+        },
     }
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<(), StateError> {
+    crate::sqlite::migrate(conn, MIGRATIONS, |_| {}).map_err(|e| from_db(path, e))
 }
 
 fn move_aside(path: &Path) -> Result<PathBuf, StateError> {

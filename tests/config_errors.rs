@@ -5,6 +5,8 @@
 //! is removed before the file is written, so the expected line and column come from
 //! the text itself instead of hand-counted numbers.
 
+mod common;
+
 use std::path::Path;
 
 use paios::config::{load_with, Config};
@@ -21,11 +23,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn load_files(files: &[(&str, &str)]) -> (tempfile::TempDir, Config) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("services.d")).unwrap();
-    for (name, text) in files {
-        std::fs::write(dir.path().join(name), text).unwrap();
-    }
+    let dir = common::config_dir(files);
     let config = load_with(dir.path(), &env);
     (dir, config)
 }

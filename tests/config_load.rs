@@ -1,6 +1,8 @@
 //! What a clean file turns into: values, defaults, expansion, per-service log
 //! overrides, the `paiosd check` summary and task run times.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -19,11 +21,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn load_files(files: &[(&str, &str)]) -> (tempfile::TempDir, Config) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("services.d")).unwrap();
-    for (name, text) in files {
-        std::fs::write(dir.path().join(name), text).unwrap();
-    }
+    let dir = common::config_dir(files);
     let config = load_with(dir.path(), &env);
     let errors: Vec<String> = config.errors.iter().map(|e| e.to_string()).collect();
     assert!(errors.is_empty(), "{}", errors.join("\n"));

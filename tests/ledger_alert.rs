@@ -7,17 +7,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use paios::alert::{Alert, AlertSettings, Alerter, Sent};
-use paios::config::LedgerSettings;
 use paios::ledger::query::{Entry, Filter, Reader};
 use paios::ledger::Ledger;
 
 fn open_ledger(dir: &Path) -> (Ledger, PathBuf) {
     let path = dir.join("ledger.sqlite");
-    let settings = LedgerSettings {
-        keep: Duration::from_secs(90 * 86_400),
-        max_rows: 1_000_000,
-        context_lines: 20,
-    };
+    let settings = paios::config::Global::default().ledger;
     (Ledger::open(&path, settings), path)
 }
 

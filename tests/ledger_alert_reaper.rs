@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use paios::alert::{Alert, AlertSettings, Alerter};
-use paios::config::LedgerSettings;
 use paios::ledger::query::{Filter, Reader};
 use paios::ledger::Ledger;
 
@@ -99,11 +98,7 @@ fn statuses_arrive_even_when_another_thread_reaps_every_child() {
     let reaper = Reaper::start();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite");
-    let settings = LedgerSettings {
-        keep: Duration::from_secs(90 * 86_400),
-        max_rows: 1_000_000,
-        context_lines: 20,
-    };
+    let settings = paios::config::Global::default().ledger;
     let ledger = Ledger::open(&path, settings);
     let marker = dir.path().join("ok");
 

@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use paios::config::LedgerSettings;
 use paios::ledger::{Ledger, Record, RunRecord, WriterOptions};
 
 fn record(i: u32) -> Record {
@@ -43,11 +42,7 @@ fn percentiles(mut samples: Vec<Duration>) -> String {
 fn ledger_throughput_and_record_latency() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite");
-    let settings = LedgerSettings {
-        keep: Duration::from_secs(90 * 86_400),
-        max_rows: 1_000_000,
-        context_lines: 20,
-    };
+    let settings = paios::config::Global::default().ledger;
 
     let ledger = Ledger::open(&path, settings);
     let n = 200_000u32;

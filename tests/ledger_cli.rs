@@ -1,12 +1,13 @@
 //! `paiosctl ledger` over a real ledger file: argument parsing, filters, newest first,
 //! `show`, `--json` lines, exit codes, and reading while the writer holds a lock.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::{CommandFactory, Parser};
-use paios::config::LedgerSettings;
 use paios::ledger::cli::{run, LedgerArgs, LedgerCommand};
 use paios::ledger::{EventRecord, Ledger, Record, RunRecord};
 
@@ -60,11 +61,7 @@ fn run_record(service: &str, outcome: &str, minutes_ago: i64, attempt: u32) -> R
 /// kb: crashed 10, 70, 200 min ago; gateway: exited 30 min ago, killed 5 days ago;
 /// gave_up for kb 9 min ago.
 fn fixture(state: &Path) {
-    let settings = LedgerSettings {
-        keep: Duration::from_secs(90 * 86_400),
-        max_rows: 1_000_000,
-        context_lines: 20,
-    };
+    let settings = paios::config::Global::default().ledger;
     let ledger = Ledger::open(&state.join("ledger.sqlite"), settings);
     ledger.record(run_record("kb", "crashed", 200, 0));
     ledger.record(run_record("gateway", "killed", 5 * 24 * 60, 4));
@@ -152,20 +149,7 @@ fn json_lists_everything_newest_first_with_the_stable_keys() {
     );
     let lines = json_lines(&o.out);
     let killed = &lines[5];
-    for key in [
-        "id",
-        "service",
-        "kind",
-        "outcome",
-        "pid",
-        "pgid",
-        "started_at",
-        "ended_at",
-        "exit_code",
-        "signal",
-        "attempt",
-        "context",
-    ] {
+    for key in common::LEDGER_KEYS {
         assert!(killed.get(key).is_some(), "no {key}: {killed}");
     }
     assert!(killed["exit_code"].is_null());

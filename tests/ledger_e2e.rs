@@ -402,20 +402,7 @@ fn every_outcome_comes_from_a_real_process_and_reads_back_while_paiosd_is_down()
     // From here on paiosd is down: paiosctl reads the file itself.
     assert_eq!(d.ctl(&["ping"]).status.code(), Some(3));
     let entries = ledger(&d, &[]);
-    let keys = [
-        "id",
-        "service",
-        "kind",
-        "outcome",
-        "pid",
-        "pgid",
-        "started_at",
-        "ended_at",
-        "exit_code",
-        "signal",
-        "attempt",
-        "context",
-    ];
+    let keys = common::LEDGER_KEYS;
     for entry in &entries {
         for key in keys {
             assert!(entry.get(key).is_some(), "no `{key}` in {entry}");

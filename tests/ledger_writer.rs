@@ -3,6 +3,8 @@
 //! locked, read-only or full database never blocks `record()` and loses nothing that
 //! fits in memory once it recovers.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,11 +15,7 @@ use paios::ledger::{EventRecord, Ledger, LedgerStats, Record, RunRecord, WriterO
 use rusqlite::Connection;
 
 fn settings() -> LedgerSettings {
-    LedgerSettings {
-        keep: Duration::from_secs(90 * 86_400),
-        max_rows: 1_000_000,
-        context_lines: 20,
-    }
+    paios::config::Global::default().ledger
 }
 
 /// Short waits, so that a locked database shows up in milliseconds.
@@ -135,20 +133,7 @@ fn every_run_and_event_becomes_one_row_with_its_fields() {
     assert_eq!(gave_up.ended_at, "2026-11-24T10:00:04.000Z");
 
     let json: serde_json::Value = serde_json::to_value(killed).unwrap();
-    for key in [
-        "id",
-        "service",
-        "kind",
-        "outcome",
-        "pid",
-        "pgid",
-        "started_at",
-        "ended_at",
-        "exit_code",
-        "signal",
-        "attempt",
-        "context",
-    ] {
+    for key in common::LEDGER_KEYS {
         assert!(json.get(key).is_some(), "missing {key} in {json}");
     }
     assert!(json["exit_code"].is_null());

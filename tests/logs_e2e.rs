@@ -5,8 +5,9 @@
 //! tested in `logs_*.rs`; these tests prove the pieces are wired together.
 
 mod common;
+mod logs_support;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{alive, text, Daemon};
 use common::{fixture_path, paiosctl_path, toml_str, wait_until, TestDirs};
+use logs_support::{fill, Tmpfs};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -226,62 +228,6 @@ fn follow_started_first_prints_every_line_once_across_rotations_and_a_restart() 
     assert_eq!(lines.len(), 2 * (n as usize + 2));
 }
 
-/// A tmpfs mounted for one test, unmounted (lazily) on drop. Declared before the
-/// `Daemon`, so paiosd has stopped by the time it is unmounted.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mount -t tmpfs failed: {}",
-                text(&out.stderr).trim()
-            ));
-        }
-        Ok(Tmpfs { dir })
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-/// Writes zeros into `dir/filler` until the filesystem is full.
-fn fill(dir: &Path) -> PathBuf {
-    let p = dir.join("filler");
-    let mut f = std::fs::File::create(&p).unwrap();
-    let block = vec![0u8; 4096];
-    while let Ok(n) = f.write(&block) {
-        if n == 0 {
-            break;
-        }
-    }
-    p
-}
-
 fn marker_total(bytes: &[u8]) -> u64 {
     lines_of(bytes)
         .iter()
@@ -303,9 +249,9 @@ fn a_full_disk_drops_and_counts_without_slowing_the_service() {
             return;
         }
     };
-    let filler = fill(&tmpfs.path());
+    let filler = fill(tmpfs.path());
     let mut dirs = TestDirs::new();
-    dirs.logs = tmpfs.path();
+    dirs.logs = tmpfs.path().to_path_buf();
     let n = 3_000_000u64;
     let go = dirs.file("go");
     let script = format!(
@@ -369,7 +315,7 @@ fn a_full_disk_drops_and_counts_without_slowing_the_service() {
 
     // Space returns: what was held back is written, then the count.
     std::fs::remove_file(&filler).unwrap();
-    let logs = tmpfs.path();
+    let logs = tmpfs.path().to_path_buf();
     assert!(
         wait_until(T, || marker_total(&all_logs(&logs, "flood")) == dropped),
         "the drop marker never reached the log: {} of {dropped}",

@@ -5,8 +5,6 @@
 
 mod logs_support;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -14,53 +12,6 @@ use logs_support::*;
 use paios::logs::{Logs, BUFFER_BOUND};
 
 const T: Duration = Duration::from_secs(60);
-
-/// A tmpfs mounted for one test, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-        }
-        Ok(Tmpfs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-/// Fills the filesystem at `dir` until a write fails for lack of space.
-fn fill(dir: &Path) -> PathBuf {
-    let p = dir.join("filler");
-    let mut f = std::fs::File::create(&p).unwrap();
-    let block = vec![0u8; 4096];
-    loop {
-        match f.write(&block) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
-    p
-}
 
 /// Peak resident memory of this process, in bytes.
 #[cfg(target_os = "linux")]

@@ -37,6 +37,8 @@ pub mod query;
 pub mod schema;
 mod writer;
 
+pub(crate) use writer::head;
+
 pub use schema::{LedgerError, SCHEMA_VERSION};
 
 /// One finished run of a service or task.
@@ -277,34 +279,11 @@ impl Ledger {
         }
         let deadline = Instant::now() + timeout;
         let (done_tx, done_rx) = mpsc::channel();
-        let mut msg = writer::Msg::Close {
+        let msg = writer::Msg::Close {
             deadline,
             done: done_tx,
         };
-        loop {
-            match inner.tx.try_send(msg) {
-                Ok(()) => break,
-                Err(TrySendError::Disconnected(_)) => return,
-                Err(TrySendError::Full(back)) => {
-                    if Instant::now() >= deadline {
-                        return;
-                    }
-                    msg = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if done_rx.recv_timeout(remaining).is_ok() {
-            let handle = match inner.thread.lock() {
-                Ok(mut guard) => guard.take(),
-                Err(poisoned) => poisoned.into_inner().take(),
-            };
-            if let Some(handle) = handle {
-                // The thread returns right after signalling `done`.
-                let _ = handle.join();
-            }
-        }
+        crate::worker::close(&inner.tx, msg, &done_rx, deadline, &inner.thread);
     }
 }
 
@@ -313,11 +292,7 @@ mod tests {
     use super::*;
 
     fn settings() -> LedgerSettings {
-        LedgerSettings {
-            keep: Duration::from_secs(90 * 86_400),
-            max_rows: 1_000_000,
-            context_lines: 20,
-        }
+        crate::config::Global::default().ledger
     }
 
     fn event(n: u32) -> Record {

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
-use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode};
+
+use crate::sqlite::{self, DbError};
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = 2;
@@ -161,6 +163,22 @@ impl LedgerError {
         }
     }
 
+    fn from_db(path: &Path, e: DbError) -> LedgerError {
+        match e {
+            DbError::Sqlite(source) => LedgerError::sqlite(path, source),
+            DbError::Corrupt(detail) => LedgerError::Corrupt {
+                path: path.to_path_buf(),
+                detail,
+            },
+            DbError::NewerSchema { found } => LedgerError::NewerSchema {
+                path: path.to_path_buf(),
+                found,
+                known: SCHEMA_VERSION,
+                program: "paiosd",
+            },
+        }
+    }
+
     /// True when the file itself is damaged (not a database, or a page is corrupt).
     pub fn is_corrupt(&self) -> bool {
         match self {
@@ -263,34 +281,13 @@ fn open_and_migrate(
     busy_timeout: Duration,
     check_integrity: bool,
 ) -> Result<Connection, LedgerError> {
-    let err = |e| LedgerError::sqlite(path, e);
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(err)?;
-    conn.busy_timeout(busy_timeout).map_err(err)?;
-    // The first statement that reads the header: a file of random bytes fails here.
-    let _mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
-        .map_err(err)?;
-    // WAL with NORMAL loses at most the last transactions on power loss, never the file;
-    // the ledger is history, and the live runs that must survive are in state.sqlite.
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(err)?;
+    // WAL with NORMAL: the ledger is history, and the live runs that must survive a
+    // power loss are in state.sqlite.
+    let conn = sqlite::open_wal(path, busy_timeout, check_integrity)
+        .map_err(|e| LedgerError::from_db(path, e))?;
     // A checkpointed WAL is truncated back to this size, so a storm cannot leave a huge one.
     conn.pragma_update(None, "journal_size_limit", 64_i64 << 20)
-        .map_err(err)?;
-    if check_integrity {
-        let verdict: String = conn
-            .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
-            .map_err(err)?;
-        if verdict != "ok" {
-            return Err(LedgerError::Corrupt {
-                path: path.to_path_buf(),
-                detail: verdict,
-            });
-        }
-    }
+        .map_err(|e| LedgerError::sqlite(path, e))?;
     migrate(&conn, path)?;
     Ok(conn)
 }
@@ -303,36 +300,14 @@ pub(crate) fn user_version(conn: &Connection, path: &Path) -> Result<i64, Ledger
 
 /// Applies the missing migrations, one transaction each.
 fn migrate(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
-    let err = |e| LedgerError::sqlite(path, e);
-    loop {
-        // Read inside the write transaction, so two openers can never apply a step twice.
-        let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let version = user_version(&tx, path)?;
-        if version > SCHEMA_VERSION {
-            return Err(LedgerError::NewerSchema {
-                path: path.to_path_buf(),
-                found: version,
-                known: SCHEMA_VERSION,
-                program: "paiosd",
-            });
-        }
-        let Some(step) = usize::try_from(version)
-            .ok()
-            .and_then(|v| MIGRATIONS.get(v))
-        else {
-            return Ok(());
-        };
-        tx.execute_batch(step).map_err(err)?;
-        tx.pragma_update(None, "user_version", version + 1)
-            .map_err(err)?;
-        tx.commit().map_err(err)?;
+    sqlite::migrate(conn, MIGRATIONS, |version| {
         tracing::info!(
             "{}: migrated the ledger schema from version {version} to {}",
             path.display(),
             version + 1
         );
-    }
+    })
+    .map_err(|e| LedgerError::from_db(path, e))
 }
 
 /// Renames `path` (and its `-wal`, `-shm`) to `<path>.corrupt-<UTC time>[-N]`.

@@ -539,7 +539,7 @@ fn normalise_time(text: &str, now_ms: i64) -> (String, i64) {
 }
 
 /// The first `max` bytes of `s`, cut at a character boundary.
-fn head(s: &str, max: usize) -> &str {
+pub(crate) fn head(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

@@ -291,6 +291,34 @@ impl TestDirs {
     }
 }
 
+/// A config directory with an empty `services.d/`, holding `files` (paths relative to
+/// it, such as `services.d/web.toml` or `paiosd.toml`), removed on drop.
+pub fn config_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("create temp dir");
+    fs::create_dir(dir.path().join("services.d")).expect("create services.d");
+    for (name, text) in files {
+        fs::write(dir.path().join(name), text).expect("write config file");
+    }
+    dir
+}
+
+/// The keys every ledger entry keeps, in `paiosctl ledger --json` and wherever an entry
+/// is serialized: the stable interface scripts rely on.
+pub const LEDGER_KEYS: [&str; 12] = [
+    "id",
+    "service",
+    "kind",
+    "outcome",
+    "pid",
+    "pgid",
+    "started_at",
+    "ended_at",
+    "exit_code",
+    "signal",
+    "attempt",
+    "context",
+];
+
 /// A TOML string literal for `s` (quotes and backslashes escaped), for writing paths
 /// into service files.
 pub fn toml_str(s: &str) -> String {

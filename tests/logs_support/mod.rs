@@ -1,5 +1,6 @@
 //! Shared by the `logs_*` tests: real child processes whose stdout and stderr are
-//! pipes attached to a real `Logs`, killed by their recorded process group on drop.
+//! pipes attached to a real `Logs`, killed by their recorded process group on drop;
+//! and a small tmpfs to fill, for the full-disk tests (here and in `logs_e2e`).
 #![allow(dead_code)]
 
 use std::os::fd::OwnedFd;
@@ -168,4 +169,61 @@ pub fn check_sequence(lines: &[&[u8]], first: u64, last: u64) -> u64 {
     dropped += gap;
     assert_eq!(expect + gap, last + 1, "the last lines are missing");
     dropped
+}
+
+/// A tmpfs mounted for one test, unmounted (lazily) on drop. Needs root: callers skip
+/// with the reason when `mount` fails.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Writes zeros into `dir/filler` until the filesystem is full; the filler's path.
+pub fn fill(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let p = dir.join("filler");
+    let mut f = std::fs::File::create(&p).unwrap();
+    let block = vec![0u8; 4096];
+    while let Ok(n) = f.write(&block) {
+        if n == 0 {
+            break;
+        }
+    }
+    p
 }
