@@ -18,12 +18,17 @@ use super::writer::{open_log, rotate};
 pub const DAEMON_LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
 /// Rotated paiosd.log files kept.
 pub const DAEMON_LOG_KEEP: u32 = 5;
+/// Lines waiting for the log thread; past it lines are dropped, never waited for.
+pub const DAEMON_LOG_QUEUE: usize = 4096;
 
 /// The writer for paiosd's tracing subscriber, and the guard that flushes it on drop
 /// (keep it alive until exit).
 pub fn daemon_log_writer(dir: &Path) -> (NonBlocking, WorkerGuard) {
     let file = RotatingFile::new(dir.join("paiosd.log"), DAEMON_LOG_MAX_SIZE, DAEMON_LOG_KEEP);
+    // The default queue holds 128,000 lines, allocated up front (megabytes of paiosd's
+    // RSS); a few thousand lines is plenty between the writer thread's turns.
     NonBlockingBuilder::default()
+        .buffered_lines_limit(DAEMON_LOG_QUEUE)
         .lossy(true)
         .thread_name("paios-daemon-log")
         .finish(file)
