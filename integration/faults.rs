@@ -55,7 +55,7 @@ fn main() {
         ("sigstopped", Box::new(sigstopped)),
         ("setsid_escape", Box::new(setsid_escape)),
     ];
-    let mut failed = 0;
+    let (mut passed, mut failed) = (0, 0);
     for (name, run) in scenarios {
         if !only.is_empty() && !only.iter().any(|o| o == name) {
             continue;
@@ -64,13 +64,17 @@ fn main() {
         let outcome = run(&bins);
         let took = began.elapsed().as_secs_f64();
         match outcome {
-            Ok(figures) => println!("PASS {name}: {figures} ({took:.1}s)"),
+            Ok(figures) => {
+                passed += 1;
+                println!("PASS {name}: {figures} ({took:.1}s)");
+            }
             Err(why) => {
                 failed += 1;
                 println!("FAIL {name}: {why} ({took:.1}s)");
             }
         }
     }
+    println!("faults: {passed} passed, {failed} failed");
     std::process::exit(if failed == 0 { 0 } else { 1 });
 }
 
