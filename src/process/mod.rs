@@ -264,7 +264,7 @@ pub fn signal_group(pgid: i32, signal: i32) -> io::Result<()> {
 
 /// True while any process of group `pgid` is present and not a zombie.
 pub fn group_alive(pgid: i32) -> bool {
-    group_has_any(pgid) && !group_members(pgid).is_empty()
+    group_exists(pgid) && !group_members(pgid).is_empty()
 }
 
 /// PIDs of the live (non-zombie) members of group `pgid`.
@@ -333,7 +333,7 @@ pub fn group_all_stopped(pgid: i32) -> bool {
 /// `(pid, state)` of every live member; empty at once when `killpg(pgid, 0)` says the
 /// group does not exist, which spares the process-table scan in the common case.
 fn live_members(pgid: i32) -> Vec<(i32, char)> {
-    if !group_has_any(pgid) {
+    if !group_exists(pgid) {
         return Vec::new();
     }
     os::group_states(pgid)
@@ -344,7 +344,7 @@ fn live_members(pgid: i32) -> Vec<(i32, char)> {
 
 /// `killpg(pgid, 0)`: false only when no process (zombies included) has that group.
 /// EPERM means it exists but belongs to someone else, which still counts.
-fn group_has_any(pgid: i32) -> bool {
+pub fn group_exists(pgid: i32) -> bool {
     if pgid <= 1 {
         return false;
     }

@@ -554,7 +554,7 @@ impl Supervisor {
             return;
         };
         let escapees_alive = run.escapees.iter().any(sweep::escaped_alive);
-        if !group_exists(pgid) && !escapees_alive {
+        if !process::group_exists(pgid) && !escapees_alive {
             self.finish_run(name);
             return;
         }
@@ -635,7 +635,7 @@ impl Supervisor {
             return;
         };
         let escapees_alive = run.escapees.iter().any(sweep::escaped_alive);
-        if group_exists(run.pgid) || escapees_alive {
+        if process::group_exists(run.pgid) || escapees_alive {
             tracing::warn!(
                 service = name,
                 pgid = run.pgid,
@@ -660,7 +660,7 @@ impl Supervisor {
         if run.id != run_id {
             return;
         }
-        if (group_exists(run.pgid) && process::group_alive(run.pgid))
+        if (process::group_exists(run.pgid) && process::group_alive(run.pgid))
             || run.escapees.iter().any(sweep::escaped_alive)
         {
             self.schedule_poll(name);
@@ -1029,11 +1029,6 @@ fn kind_of(svc: &Service) -> &'static str {
     } else {
         "service"
     }
-}
-
-/// Any process (a zombie included) still has this PGID.
-fn group_exists(pgid: i32) -> bool {
-    pgid > 1 && nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_ok()
 }
 
 fn duration_ms(d: Duration) -> u64 {

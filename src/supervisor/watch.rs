@@ -5,6 +5,7 @@
 //! Probes run on tasks of their own (`crate::health`) and only report; every decision
 //! is taken here, on the actor, from pure policy (`policy::health`, `policy::growth`).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -109,8 +110,16 @@ impl Supervisor {
             })
             .map(|(n, _)| n.clone())
             .collect();
+        // One scan of the process table serves every due run that watches its memory.
+        let pgids: Vec<i32> = due
+            .iter()
+            .filter_map(|n| self.services.get(n))
+            .filter(|s| s.cfg.memory.is_some())
+            .filter_map(|s| s.run.as_ref().map(|r| r.pgid))
+            .collect();
+        let rss = process::rss_of(&pgids);
         for name in due {
-            self.on_sample(&name, now);
+            self.on_sample(&name, now, &rss);
         }
         let next = self
             .services
@@ -191,7 +200,7 @@ impl Supervisor {
 
     /// The periodic sample of one run: memory limit and growth, and a group stopped by
     /// a signal when there is no probe to notice it.
-    fn on_sample(&mut self, name: &str, now: Instant) {
+    fn on_sample(&mut self, name: &str, now: Instant, rss_by_group: &HashMap<i32, u64>) {
         let Some(svc) = self.services.get_mut(name) else {
             return;
         };
@@ -207,13 +216,13 @@ impl Supervisor {
         let pgid = run.pgid;
 
         if let Some(mem) = &memory {
-            let rss = process::rss_of(&[pgid]).get(&pgid).copied().unwrap_or(0);
+            let rss = rss_by_group.get(&pgid).copied().unwrap_or(0);
             run.watch.rss = Some(rss);
             if let Some(limit) = mem.limit.filter(|limit| rss > *limit) {
                 let detail = format!(
                     "group RSS {} over the limit of {}",
-                    human_bytes(rss),
-                    human_bytes(limit)
+                    crate::control::render::size(rss),
+                    crate::control::render::size(limit)
                 );
                 tracing::error!(service = name, "{detail}; restarting");
                 run.hung_context = Some(detail);
@@ -225,10 +234,12 @@ impl Supervisor {
                 if let Some(slope) = growth.check(now) {
                     let detail = format!(
                         "RSS growing {}/h over the last {:?} (now {}); alert above {}/h",
-                        human_bytes((slope * 3600.0) as u64),
+                        crate::control::render::size((slope * 3600.0) as u64),
                         mem.window,
-                        human_bytes(rss),
-                        human_bytes((mem.growth_alert.unwrap_or(0.0) * 3600.0) as u64)
+                        crate::control::render::size(rss),
+                        crate::control::render::size(
+                            (mem.growth_alert.unwrap_or(0.0) * 3600.0) as u64
+                        )
                     );
                     tracing::warn!(service = name, "memory growth: {detail}");
                     self.alert(name, "service", "memory_growth", detail);
@@ -279,19 +290,4 @@ fn sample_interval(cfg: &crate::config::ServiceConfig) -> Duration {
         .min()
         .unwrap_or(SAMPLE_DEFAULT)
         .max(Duration::from_millis(10))
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }
