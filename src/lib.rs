@@ -11,6 +11,7 @@
 pub mod alert;
 pub mod config;
 pub mod control;
+pub mod ctl;
 pub mod dirs;
 pub mod doctor;
 pub mod health;

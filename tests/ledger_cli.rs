@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::{CommandFactory, Parser};
-use paios::ledger::cli::{run, LedgerArgs, LedgerCommand};
+use paios::ctl::ledger::{run, LedgerArgs, LedgerCommand};
 use paios::ledger::{EventRecord, Ledger, Record, RunRecord};
 
 #[derive(Parser)]

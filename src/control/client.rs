@@ -6,13 +6,11 @@
 //! code 3); everything else is a failure to talk to a paiosd that is there.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::protocol::{decode_response, encode_request, Request, Response};
 
@@ -100,8 +98,8 @@ impl Client {
     /// Connects, giving up after `timeout` (a paiosd whose accept backlog is full makes
     /// a blocking connect wait forever).
     pub fn connect_timeout(socket: &Path, timeout: Duration) -> Result<Client, ClientError> {
+        // The send timeout set for connecting stays on the stream.
         let stream = connect_unix(socket, timeout).map_err(|source| classify(socket, source))?;
-        stream.set_write_timeout(Some(timeout))?;
         Ok(Client {
             reader: BufReader::new(stream),
             timeout,
@@ -179,80 +177,70 @@ fn classify(socket: &Path, source: io::Error) -> ClientError {
     }
 }
 
-/// A non-blocking connect bounded by `timeout`, then a blocking stream.
+/// A connect bounded by `timeout`. A Unix socket connects at once or not at all, except
+/// when paiosd's listen backlog is full: then Linux waits for room for as long as the
+/// socket's send timeout, and answers EAGAIN when that runs out (macOS refuses at once).
 fn connect_unix(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
-    let addr = UnixAddr::new(path).map_err(|e| {
+    let addr = SockAddr::unix(path).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("socket path {} is unusable: {e}", path.display()),
         )
     })?;
-    let deadline = Instant::now() + timeout;
+    // Close-on-exec from the start: nothing paiosctl runs inherits the connection.
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_write_timeout(Some(timeout))?;
     loop {
-        let fd: OwnedFd = socket::socket(
-            AddressFamily::Unix,
-            SockType::Stream,
-            SockFlag::empty(),
-            None,
-        )?;
-        set_cloexec_nonblocking(&fd)?;
-        match socket::connect(fd.as_raw_fd(), &addr) {
-            Ok(()) => return blocking(fd),
-            Err(Errno::EINPROGRESS) => {
-                wait_writable(&fd, deadline)?;
-                let status = socket::getsockopt(&fd, socket::sockopt::SocketError)?;
-                if status != 0 {
-                    return Err(io::Error::from_raw_os_error(status));
-                }
-                return blocking(fd);
-            }
-            // Linux answers EAGAIN at once when the listen backlog is full.
-            Err(Errno::EAGAIN) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(Errno::EAGAIN) => {
+        match socket.connect(&addr) {
+            Ok(()) => return Ok(socket.into()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "paiosd's socket backlog stayed full",
                 ))
             }
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
 }
 
-fn set_cloexec_nonblocking(fd: &OwnedFd) -> io::Result<()> {
-    use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
-    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
-    let flags = OFlag::from_bits_truncate(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
-    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    Ok(())
-}
+// Linux only: macOS refuses a connect to a full backlog at once.
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::time::Instant;
 
-fn wait_writable(fd: &OwnedFd, deadline: Instant) -> io::Result<()> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::os::fd::AsFd;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-        if ms == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "connecting to paiosd timed out",
-            ));
+    /// A paiosd that stopped accepting: once its backlog is full, connecting gives up
+    /// after the timeout instead of waiting for ever.
+    #[test]
+    fn a_full_backlog_times_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.sock");
+        let listener = Socket::new(Domain::UNIX, Type::STREAM, None).expect("socket");
+        listener
+            .bind(&SockAddr::unix(&path).expect("address"))
+            .expect("bind");
+        listener.listen(0).expect("listen");
+        let mut held = Vec::new();
+        loop {
+            match connect_unix(&path, Duration::from_millis(50)) {
+                Ok(stream) => held.push(stream),
+                Err(e) => {
+                    assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+                    break;
+                }
+            }
+            assert!(held.len() < 100, "the backlog never filled");
         }
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(0) | Err(Errno::EINTR) => {}
-            Ok(_) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
+        let started = Instant::now();
+        let err = Client::connect_timeout(&path, Duration::from_millis(300))
+            .expect_err("the backlog is full");
+        let took = started.elapsed();
+        assert!(matches!(err, ClientError::Timeout(_)), "{err}");
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
     }
-}
-
-fn blocking(fd: OwnedFd) -> io::Result<UnixStream> {
-    let stream = UnixStream::from(fd);
-    stream.set_nonblocking(false)?;
-    Ok(stream)
 }

@@ -2,12 +2,16 @@
 //!
 //! [`protocol`] holds the message types both binaries share; [`server`] accepts
 //! connections inside paiosd and hands each request to the supervisor actor;
-//! [`client`] is the connecting side used by `paiosctl`, and [`render`] turns answers
-//! into what a person reads.
+//! [`client`] is the connecting side used by `paiosctl` (whose verbs, and the text a
+//! person reads, are in [`crate::ctl`]).
 
 pub mod client;
 pub mod protocol;
-pub mod render;
+
+/// The memory alerts' size formatter, which lives with the rest of the rendering.
+pub mod render {
+    pub use crate::ctl::render::size;
+}
 pub mod server;
 
 use tokio::sync::oneshot;

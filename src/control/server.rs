@@ -370,6 +370,14 @@ enum LineRead {
 /// Reads one line without its newline, holding at most `max` bytes of it (plus the
 /// reader's own buffer): past the limit the rest of the line is consumed and dropped
 /// chunk by chunk, so a 100 MB line costs no more memory than a 64 KiB one.
+///
+/// Not `tokio_util`'s `LinesCodec`, whose rules differ where this socket's are
+/// promised: it fails the whole stream on a line that is not UTF-8 (here that is one
+/// `bad_request` and the connection goes on), strips a `\r`, hands on a line cut short
+/// by EOF as if complete (here it is refused and nothing is done), and reports an
+/// oversized line when the limit is crossed, then skips the rest where the caller cannot
+/// see it end (here the answer waits for the line's newline, so the client's write never
+/// fails).
 async fn read_line_bounded<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     max: usize,

@@ -17,7 +17,7 @@
 //! `status` replies, so `paiosctl` can say when records are waiting or were lost.
 //!
 //! `schema.rs` owns the file format and its migrations, `writer.rs` the thread,
-//! `query.rs` the read-only side that `paiosctl ledger` (`cli.rs`) uses.
+//! `query.rs` the read-only side that `paiosctl ledger` (`crate::ctl::ledger`) uses.
 
 use std::fmt;
 use std::path::Path;
@@ -32,7 +32,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::LedgerSettings;
 
-pub mod cli;
 pub mod query;
 pub mod schema;
 mod writer;

@@ -18,9 +18,9 @@ use std::path::Path;
 
 use chrono::{DateTime, Local, Utc};
 
-use super::query::{parse_since, Entry, Filter, Reader};
-use super::schema::LedgerError;
-use super::CRASH_OUTCOMES;
+use crate::ledger::query::{parse_since, Entry, Filter, Reader};
+use crate::ledger::schema::LedgerError;
+use crate::ledger::CRASH_OUTCOMES;
 
 /// Entries a person sees without `--limit`.
 const HUMAN_LIMIT: u64 = 50;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Local, Utc};
 
-use super::protocol::{LastExit, OpResult, ReloadReport, RunResult, ServiceStatus};
+use crate::control::protocol::{LastExit, OpResult, ReloadReport, RunResult, ServiceStatus};
 
 /// ANSI colour for a state word, when colour is on.
 fn state_colour(state: &str) -> Option<&'static str> {
