@@ -5,7 +5,7 @@
 //! is removed before the file is written, so the expected line and column come from
 //! the text itself instead of hand-counted numbers.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -10,7 +10,7 @@
 //! never by name; every service's argv carries the test's own temp path, so no test
 //! here can mistake another test's processes for its own.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

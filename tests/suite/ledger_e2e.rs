@@ -10,7 +10,7 @@
 //! `hung` and `memory` are not here: the supervisor does not yet end runs for failed
 //! health probes or memory limits, so no process can produce those outcomes.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

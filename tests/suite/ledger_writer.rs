@@ -3,7 +3,7 @@
 //! locked, read-only or full database never blocks `record()` and loses nothing that
 //! fits in memory once it recovers.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

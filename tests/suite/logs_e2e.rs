@@ -4,8 +4,8 @@
 //! `paiosctl ledger --json`. The library-level details (framing, queue, writer) are
 //! tested in `logs_*.rs`; these tests prove the pieces are wired together.
 
-mod common;
-mod logs_support;
+use crate::common;
+use crate::logs_support;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! its bound, the dropped lines are counted, and once space returns the count is
 //! written into the log. Needs root to mount; skipped with a reason otherwise.
 
-mod logs_support;
+use crate::logs_support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@
 //! by recorded PID or PGID, never by name, and ended on drop. Schedules are 6-field
 //! per-second ones so that a slot is never more than a few seconds away.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,6 @@
 //! Shared by the `logs_*` tests: real child processes whose stdout and stderr are
 //! pipes attached to a real `Logs`, killed by their recorded process group on drop;
 //! and a small tmpfs to fill, for the full-disk tests (here and in `logs_e2e`).
-#![allow(dead_code)]
 
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
