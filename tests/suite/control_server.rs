@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::common::{needs, TestUser};
 use paios::control::client::{Client, ClientError};
 use paios::control::protocol::{
     ErrorCode, OpResult, Reply, Request, Response, ServiceStatus, Target, MAX_REQUEST_BYTES,
@@ -701,62 +702,10 @@ fn no_socket_means_not_running() {
     assert!(err.to_string().contains("Start it with"), "{err}");
 }
 
-/// A system user made for one test and removed when the test ends, pass or fail.
-struct TestUser {
-    name: String,
-    uid: u32,
-    gid: u32,
-}
-
-impl TestUser {
-    fn create() -> Result<TestUser, String> {
-        if !nix::unistd::geteuid().is_root() {
-            return Err("not root, cannot create a second user".into());
-        }
-        let name = format!("paios-test-{}", std::process::id());
-        let made = std::process::Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-            ])
-            .arg(&name)
-            .status()
-            .map_err(|e| format!("useradd unavailable: {e}"))?;
-        if !made.success() {
-            return Err(format!("useradd {name} failed: {made}"));
-        }
-        let mut user = TestUser {
-            name,
-            uid: 0,
-            gid: 0,
-        };
-        let found = nix::unistd::User::from_name(&user.name)
-            .map_err(|e| format!("cannot look up {}: {e}", user.name))?
-            .ok_or_else(|| format!("{} not found after useradd", user.name))?;
-        user.uid = found.uid.as_raw();
-        user.gid = found.gid.as_raw();
-        Ok(user)
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("userdel")
-            .arg(&self.name)
-            .status();
-    }
-}
-
 #[test]
 fn a_connection_from_another_uid_is_refused() {
-    let user = match TestUser::create() {
-        Ok(user) => user,
-        Err(why) => {
-            eprintln!("skipping a_connection_from_another_uid_is_refused: {why}");
-            return;
-        }
+    let Some(user) = needs("root, useradd and setpriv", TestUser::create()) else {
+        return;
     };
     let h = Harness::start();
     // Let the kernel admit the other user so that paiosd's own UID check is what
@@ -774,16 +723,8 @@ fn a_connection_from_another_uid_is_refused() {
         .arg(h.dir.path())
         .args(["--json", "ping"])
         .env("HOME", "/nonexistent")
-        .output();
-    let output = match output {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!(
-                "skipping a_connection_from_another_uid_is_refused: setpriv unavailable: {e}"
-            );
-            return;
-        }
-    };
+        .output()
+        .expect("run paiosctl with setpriv");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(

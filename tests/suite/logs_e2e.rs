@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::daemon::{alive, text, Daemon};
-use common::{fixture_path, paiosctl_path, toml_str, wait_until, TestDirs};
+use common::{fixture_path, needs, paiosctl_path, toml_str, wait_until, TestDirs};
 use logs_support::{fill, Tmpfs};
 
 const T: Duration = Duration::from_secs(30);
@@ -242,12 +242,8 @@ fn marker_total(bytes: &[u8]) -> u64 {
 
 #[test]
 fn a_full_disk_drops_and_counts_without_slowing_the_service() {
-    let tmpfs = match Tmpfs::mount("512k") {
-        Ok(t) => t,
-        Err(why) => {
-            eprintln!("skipped: needs a tmpfs as the log dir ({why})");
-            return;
-        }
+    let Some(tmpfs) = needs("root to mount a tmpfs as the log dir", Tmpfs::mount("512k")) else {
+        return;
     };
     let filler = fill(tmpfs.path());
     let mut dirs = TestDirs::new();

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use paios::process;
 
 pub mod daemon;
+mod isolate;
+
+pub use isolate::{needs, ran_in_own_process, run_as_user, TestUser};
 
 /// The daemon binary cargo built for this test run.
 pub fn paiosd_path() -> PathBuf {
@@ -72,65 +75,6 @@ fn build_fixture() -> PathBuf {
         path.display()
     );
     path
-}
-
-/// The variable that tells a fresh process of this binary which test it is there to run.
-const OWN_PROCESS: &str = "PAIOS_TEST_OWN_PROCESS";
-
-/// Runs the calling test again, alone, in a fresh process of this test binary, and
-/// says whether it has: call it first, as
-/// `if ran_in_own_process(module_path!(), "test_name") { return; }`.
-///
-/// For tests that must own every child of their process (a `waitpid(-1)` reaper, a
-/// subreaper, a process-wide signal disposition), which in the shared binary would
-/// collect or disturb the children of the tests running beside them. In the parent it
-/// returns true once the fresh process has passed the test, and panics with that
-/// process's output if it failed, or if it ran no test (a misspelt name); in the fresh
-/// process it returns false, so the body runs there.
-pub fn ran_in_own_process(module: &str, test: &str) -> bool {
-    // The harness names a test by its path without the crate: `process_reap::name`.
-    let module = module.split_once("::").map_or("", |(_, rest)| rest);
-    let name = format!("{module}::{test}");
-    if std::env::var_os(OWN_PROCESS).is_some_and(|v| v == name.as_str()) {
-        return false;
-    }
-    let exe = std::env::current_exe().expect("the test binary's own path");
-    // Output goes to files, not pipes: a grandchild the test leaves behind for its guard
-    // to kill must not hold the parent waiting for end-of-file.
-    let out = tempfile::tempdir().expect("create temp dir");
-    let (stdout, stderr) = (out.path().join("stdout"), out.path().join("stderr"));
-    let file = |p: &Path| fs::File::create(p).expect("create an output file");
-    let mut child = std::process::Command::new(exe)
-        .args([&name, "--exact", "--include-ignored", "--nocapture"])
-        .env(OWN_PROCESS, &name)
-        .stdin(std::process::Stdio::null())
-        .stdout(file(&stdout))
-        .stderr(file(&stderr))
-        .spawn()
-        .expect("start the test binary again");
-    let mut status = None;
-    let finished = wait_until(Duration::from_secs(300), || {
-        status = child.try_wait().expect("wait for the test's own process");
-        status.is_some()
-    });
-    if !finished {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let read = |p: &Path| fs::read_to_string(p).unwrap_or_default();
-    let (stdout, stderr) = (read(&stdout), read(&stderr));
-    print!("{stdout}");
-    eprint!("{stderr}");
-    assert!(
-        finished,
-        "{name} did not finish within 300 s in its own process"
-    );
-    let status = status.expect("a finished process has a status");
-    assert!(
-        status.success() && stdout.contains("test result: ok. 1 passed"),
-        "{name} failed in its own process ({status}); its output is above"
-    );
-    true
 }
 
 /// Polls `cond` every few milliseconds until it holds (true) or `timeout` passes (false).

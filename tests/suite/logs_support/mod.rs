@@ -170,8 +170,8 @@ pub fn check_sequence(lines: &[&[u8]], first: u64, last: u64) -> u64 {
     dropped
 }
 
-/// A tmpfs mounted for one test, unmounted (lazily) on drop. Needs root: callers skip
-/// with the reason when `mount` fails.
+/// A tmpfs mounted for one test, unmounted (lazily) on drop. Needs root: callers hand
+/// the reason `mount` failed to `common::needs`.
 pub struct Tmpfs {
     dir: tempfile::TempDir,
 }
