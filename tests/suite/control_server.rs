@@ -36,6 +36,8 @@ struct Seen {
     requests: AtomicUsize,
     /// `restart slow` replies whose receiver was dropped by a hung-up client.
     abandoned: AtomicUsize,
+    /// How many requests wait in the queue of a stuck actor.
+    queued: AtomicUsize,
 }
 
 struct Harness {
@@ -148,8 +150,15 @@ async fn run_actor(
     token: CancellationToken,
 ) {
     if actor == Actor::Stuck {
-        // Holds the receiver so the queue stays full, reads nothing.
-        token.cancelled().await;
+        // Holds the receiver so the queue stays full, reads nothing, and says how full
+        // it is so a test knows when its request has taken the slot.
+        loop {
+            seen.queued.store(rx.len(), Ordering::SeqCst);
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
         drop(rx);
         return;
     }
@@ -447,6 +456,7 @@ fn a_slow_loris_times_out_while_others_are_served() {
         ..Limits::default()
     });
     let slow = h.raw();
+    let (began_tx, began) = std::sync::mpsc::channel();
     let trickle = {
         let mut slow = slow.try_clone().expect("clone");
         std::thread::spawn(move || {
@@ -457,11 +467,15 @@ fn a_slow_loris_times_out_while_others_are_served() {
                 if slow.write_all(&[*b]).is_err() {
                     return;
                 }
+                let _ = began_tx.send(());
                 std::thread::sleep(Duration::from_millis(20));
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(100));
+    // The slow client is connected and trickling before the others come.
+    began
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the slow client sent its first byte");
     let started = Instant::now();
     let mut other = h.client();
     for _ in 0..5 {
@@ -524,7 +538,14 @@ fn a_stuck_supervisor_queue_answers_overloaded() {
     first
         .write_all(b"{\"version\":1,\"op\":\"ping\"}\n")
         .expect("write");
-    std::thread::sleep(Duration::from_millis(50));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.seen.queued.load(Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first request never took the slot"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let started = Instant::now();
     let mut second = h.client();
     match second.request(&Request::Ping).expect("answered") {
