@@ -132,6 +132,23 @@ fn between_polls(_pid: u32) -> bool {
     false
 }
 
+/// The pipes (`pipe:[inode]`) process `pid` writes its stdout and stderr to.
+fn output_pipes(pid: i32) -> Vec<PathBuf> {
+    [1, 2]
+        .iter()
+        .filter_map(|fd| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok())
+        .filter(|link| link.to_string_lossy().starts_with("pipe:"))
+        .collect()
+}
+
+/// Whether process `pid` still has any of `pipes` open.
+fn holds_any(pid: i32, pipes: &[PathBuf]) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|link| pipes.contains(&link)))
+    })
+}
+
 fn vm_rss(pid: i32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
@@ -301,7 +318,9 @@ fn a_full_disk_drops_and_counts_without_slowing_the_service() {
         ),
     );
     let d = Daemon::start_in(dirs);
-    d.wait_state("flood", "running", T);
+    let running = d.wait_state("flood", "running", T);
+    let pipes = output_pipes(running["pid"].as_i64().expect("the run's PID") as i32);
+    assert_eq!(pipes.len(), 2, "the service's stdout and stderr: {pipes:?}");
     let before = vm_rss(d.pid());
     let started = Instant::now();
     std::fs::write(&go, b"").unwrap();
@@ -315,15 +334,13 @@ fn a_full_disk_drops_and_counts_without_slowing_the_service() {
     assert!(finished, "the service did not finish on a full disk: {row}");
     let took = started.elapsed();
     let during = vm_rss(d.pid());
-    // What was still in the pipe when the service exited is read (and dropped) after.
-    let mut dropped = 0;
-    let settled = wait_until(T, || {
-        let before = d.row("flood")["log_dropped"].as_u64().unwrap_or(0);
-        std::thread::sleep(Duration::from_millis(200));
-        dropped = d.row("flood")["log_dropped"].as_u64().unwrap_or(0);
-        before == dropped
-    });
-    assert!(settled, "the dropped count never settled");
+    // What was still in the pipes when the service exited is read (and dropped) after:
+    // the count is final once paiosd has read both to their end and closed them.
+    assert!(
+        wait_until(T, || !holds_any(d.pid(), &pipes)),
+        "paiosd never read the service's output to its end"
+    );
+    let dropped = d.row("flood")["log_dropped"].as_u64().unwrap_or(0);
     eprintln!(
         "full disk: {n} lines in {took:?}, {dropped} dropped, paiosd RSS {before} -> {during} bytes"
     );
