@@ -36,7 +36,7 @@ pub fn paiosctl_path() -> PathBuf {
 ///
 /// A plain `cargo test` builds it; `cargo test --test NAME` does not (examples are only
 /// built when no target is selected), so when it is missing or older than its source it
-/// is built here, once per test binary, with the `cargo` that runs the tests (cargo
+/// is built here, once per test process, with the `cargo` that runs the tests (cargo
 /// releases its build lock before running test binaries).
 pub fn fixture_path() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
