@@ -1,7 +1,7 @@
 //! `paiosctl ledger` over a real ledger file: argument parsing, filters, newest first,
 //! `show`, `--json` lines, exit codes, and reading while the writer holds a lock.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

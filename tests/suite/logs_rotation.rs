@@ -1,7 +1,7 @@
 //! Rotation under a writer at full speed: every line once, in order, across
 //! `NAME.log*`; sizes within `max_size` plus one line; `keep` honoured.
 
-mod logs_support;
+use crate::logs_support;
 
 use std::time::Duration;
 

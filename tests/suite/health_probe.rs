@@ -446,10 +446,12 @@ async fn an_overrunning_probe_is_never_doubled() {
         );
         at.push(Instant::now());
     }
-    // No catch-up burst: each next probe starts right after the previous one ended.
+    // No catch-up burst: each next probe starts right after the previous one ended, so
+    // results come a timeout (250 ms) apart, not back to back. The margin is for when
+    // this test's thread sees them: a busy machine delays one receipt more than the next.
     for pair in at.windows(2) {
         let gap = pair[1] - pair[0];
-        assert!(gap >= ms(240), "gap {gap:?}");
+        assert!(gap >= ms(200), "gap {gap:?}");
     }
     cancel.cancel();
     tokio::time::timeout(ms(500), task)

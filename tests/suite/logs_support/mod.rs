@@ -1,7 +1,6 @@
 //! Shared by the `logs_*` tests: real child processes whose stdout and stderr are
 //! pipes attached to a real `Logs`, killed by their recorded process group on drop;
 //! and a small tmpfs to fill, for the full-disk tests (here and in `logs_e2e`).
-#![allow(dead_code)]
 
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
@@ -171,8 +170,8 @@ pub fn check_sequence(lines: &[&[u8]], first: u64, last: u64) -> u64 {
     dropped
 }
 
-/// A tmpfs mounted for one test, unmounted (lazily) on drop. Needs root: callers skip
-/// with the reason when `mount` fails.
+/// A tmpfs mounted for one test, unmounted (lazily) on drop. Needs root: callers hand
+/// the reason `mount` failed to `common::needs`.
 pub struct Tmpfs {
     dir: tempfile::TempDir,
 }

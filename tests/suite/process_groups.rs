@@ -4,16 +4,17 @@
 //!
 //! These tests run in parallel threads of one process, so none calls `process::reap()`
 //! (it would collect the other tests' children); that lives in `process_reap.rs`. Each
-//! test's leaders are collected by PID in its `GroupGuard`.
+//! test's leaders are collected by PID in its `GroupGuard`. The one that ignores SIGHUP
+//! for the whole process while it spawns runs in a fresh process of its own.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{fixture_path, wait_until, GroupGuard, LineReader};
+use common::{fixture_path, ran_in_own_process, wait_until, GroupGuard, LineReader};
 use paios::process::{self, SpawnSpec, Spawned};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -319,6 +320,12 @@ fn group_all_stopped_follows_sigstop_and_sigcont() {
 
 #[test]
 fn child_gets_env_cwd_null_stdin_own_group_and_clean_signals() {
+    if ran_in_own_process(
+        module_path!(),
+        "child_gets_env_cwd_null_stdin_own_group_and_clean_signals",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut guard = GroupGuard::new();
     let mut s = spec(&["inspect", "PAIOS_TEST_VALUE"], &[]);

@@ -3,10 +3,8 @@
 //! outcome — stopped on drop together with every process group it was seen to run and
 //! every PID the fixtures recorded.
 
-#![allow(dead_code)]
-
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -166,10 +164,6 @@ impl Daemon {
     pub fn pids_from(&self, path: &Path) -> Vec<i32> {
         self.guard.borrow_mut().pids_from(path);
         super::read_pids(path)
-    }
-
-    pub fn file(&self, name: &str) -> PathBuf {
-        self.dirs.file(name)
     }
 }
 

@@ -1,7 +1,7 @@
 //! What a clean file turns into: values, defaults, expansion, per-service log
 //! overrides, the `paiosd check` summary and task run times.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `follow` started before the log exists, through rotations and a restart, prints
 //! every line once in order; `--all` prefixes names; filters and the line format.
 
-mod logs_support;
+use crate::logs_support;
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};

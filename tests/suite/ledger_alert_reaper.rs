@@ -1,13 +1,14 @@
 //! The alert command under paiosd's reaping: the supervisor collects every child with
 //! `waitpid(-1)`, so the alert thread must learn exit statuses without waiting itself.
-//! A thread here reaps everything the way the supervisor does (this file's only test,
-//! so it steals no other test's children) while alerts succeed, fail and hang.
+//! A thread here reaps everything the way the supervisor does (in a fresh process of its
+//! own, so it steals no other test's children) while alerts succeed, fail and hang.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::ran_in_own_process;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use paios::alert::{Alert, AlertSettings, Alerter};
@@ -95,6 +96,12 @@ fn details(path: &Path) -> Vec<String> {
 
 #[test]
 fn statuses_arrive_even_when_another_thread_reaps_every_child() {
+    if ran_in_own_process(
+        module_path!(),
+        "statuses_arrive_even_when_another_thread_reaps_every_child",
+    ) {
+        return;
+    }
     let reaper = Reaper::start();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite");

@@ -2,7 +2,7 @@
 //! while running, a grandchild that outlives the leader; and the stderr tail that
 //! gives the ledger its crash context.
 
-mod logs_support;
+use crate::logs_support;
 
 use std::time::{Duration, Instant};
 

@@ -6,8 +6,6 @@
 //! Processes are only ever found by recorded PID/PGID and checked against their start
 //! time before a signal, so a PID the OS has handed to someone else is never touched.
 
-#![allow(dead_code)]
-
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::fd::OwnedFd;
@@ -19,6 +17,9 @@ use std::time::{Duration, Instant};
 use paios::process;
 
 pub mod daemon;
+mod isolate;
+
+pub use isolate::{needs, ran_in_own_process, run_as_user, TestUser};
 
 /// The daemon binary cargo built for this test run.
 pub fn paiosd_path() -> PathBuf {
@@ -35,7 +36,7 @@ pub fn paiosctl_path() -> PathBuf {
 ///
 /// A plain `cargo test` builds it; `cargo test --test NAME` does not (examples are only
 /// built when no target is selected), so when it is missing or older than its source it
-/// is built here, once per test binary, with the `cargo` that runs the tests (cargo
+/// is built here, once per test process, with the `cargo` that runs the tests (cargo
 /// releases its build lock before running test binaries).
 pub fn fixture_path() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();

@@ -3,7 +3,7 @@
 //! after the leader exited first), one paiosd per state directory, SIGTERM leaving no
 //! service process, and all-or-nothing reloads on SIGHUP.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

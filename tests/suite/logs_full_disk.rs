@@ -1,9 +1,10 @@
 //! A full disk never blocks a service: on a small tmpfs filled to the brim, a service
 //! writing as fast as it can finishes at its own pace, paiosd's buffer stays within
 //! its bound, the dropped lines are counted, and once space returns the count is
-//! written into the log. Needs root to mount; skipped with a reason otherwise.
+//! written into the log. Needs root to mount (see `common::needs`).
 
-mod logs_support;
+use crate::common::needs;
+use crate::logs_support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -42,12 +43,8 @@ fn marker_counts(bytes: &[u8]) -> u64 {
 
 #[test]
 fn a_full_disk_drops_and_counts_lines_without_slowing_the_service() {
-    let fs = match Tmpfs::mount("512k") {
-        Ok(fs) => fs,
-        Err(e) => {
-            println!("skipped: cannot mount a tmpfs ({e})");
-            return;
-        }
+    let Some(fs) = needs("root to mount a tmpfs", Tmpfs::mount("512k")) else {
+        return;
     };
     let dir = fs.path().join("logs");
     std::fs::create_dir(&dir).unwrap();

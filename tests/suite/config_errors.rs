@@ -5,7 +5,7 @@
 //! is removed before the file is written, so the expected line and column come from
 //! the text itself instead of hand-counted numbers.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
@@ -798,10 +798,17 @@ fn whole_file_problems_name_the_file_and_others_still_load() {
 #[test]
 fn unreadable_file_is_an_error_for_that_file() {
     use std::os::unix::fs::PermissionsExt;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        // root reads any file regardless of its mode; the FIFO case above covers
-        // a file that cannot be read as text.
+    if nix::unistd::geteuid().is_root() {
+        // root reads any file regardless of its mode: run the test as a user who cannot.
+        let Some(user) = common::needs("root, useradd and setpriv", common::TestUser::create())
+        else {
+            return;
+        };
+        common::run_as_user(
+            module_path!(),
+            "unreadable_file_is_an_error_for_that_file",
+            &user,
+        );
         return;
     }
     let (dir, _) = load_files(&[]);

@@ -6,7 +6,7 @@
 //! Each test records the process groups paiosd reported and ends them in `Drop`, with
 //! paiosd itself, whatever the outcome.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

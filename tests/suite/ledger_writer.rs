@@ -3,7 +3,7 @@
 //! locked, read-only or full database never blocks `record()` and loses nothing that
 //! fits in memory once it recovers.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -522,12 +522,8 @@ fn a_read_only_ledger_keeps_records_pending_until_writable() {
     wait_for("the first row", &first, |s| s.written == 1);
     first.close(Duration::from_secs(5));
 
-    let immutable = match Immutable::set(&path) {
-        Ok(guard) => guard,
-        Err(why) => {
-            eprintln!("skipped: cannot make the ledger read-only here: {why}");
-            return;
-        }
+    let Some(immutable) = common::needs("chattr +i on a temp dir", Immutable::set(&path)) else {
+        return;
     };
     let ledger = Ledger::open_with(&path, settings(), quick());
     for i in 0..10 {
@@ -589,12 +585,8 @@ fn fill(dir: &Path) -> PathBuf {
 fn a_full_disk_keeps_records_pending_until_space_returns() {
     let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("small");
-    let _tmpfs = match Tmpfs::mount(&mount, "1m") {
-        Ok(guard) => guard,
-        Err(why) => {
-            eprintln!("skipped: cannot mount a small tmpfs here: {why}");
-            return;
-        }
+    let Some(_tmpfs) = common::needs("root to mount a tmpfs", Tmpfs::mount(&mount, "1m")) else {
+        return;
     };
     let path = mount.join("ledger.sqlite");
     let first = Ledger::open_with(&path, settings(), quick());

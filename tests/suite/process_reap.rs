@@ -1,26 +1,18 @@
 //! `process::reap()` and `become_subreaper()` against real children.
 //!
-//! `reap()` is `waitpid(-1)`: it collects *any* child of this test process. So these
-//! tests live in a binary of their own and take one lock each, and every assertion
-//! looks for its own PIDs among whatever was reaped rather than expecting an exact list.
+//! `reap()` is `waitpid(-1)`: it collects *any* child of its process. So each test runs
+//! in a fresh process of its own (`ran_in_own_process`), and every assertion still looks
+//! for its own PIDs among whatever was reaped rather than expecting an exact list.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{fixture_path, wait_until, GroupGuard};
+use common::{fixture_path, ran_in_own_process, wait_until, GroupGuard};
 use paios::process::{self, ExitStatus, SpawnSpec};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    // A test that panicked while holding the lock leaves nothing shared broken.
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn spec(args: &[&str]) -> SpawnSpec {
     let mut argv = vec![fixture_path().display().to_string()];
@@ -48,7 +40,9 @@ fn reap_until(pid: i32) -> Option<ExitStatus> {
 
 #[test]
 fn reap_collects_exit_codes() {
-    let _lock = serial();
+    if ran_in_own_process(module_path!(), "reap_collects_exit_codes") {
+        return;
+    }
     let mut guard = GroupGuard::new();
     let run = process::spawn(&spec(&["exit", "7"])).unwrap();
     guard.spawned(&run);
@@ -63,7 +57,9 @@ fn reap_collects_exit_codes() {
 
 #[test]
 fn reap_collects_the_killing_signal() {
-    let _lock = serial();
+    if ran_in_own_process(module_path!(), "reap_collects_the_killing_signal") {
+        return;
+    }
     let mut guard = GroupGuard::new();
     let run = process::spawn(&spec(&["sleeper"])).unwrap();
     guard.spawned(&run);
@@ -89,7 +85,12 @@ fn reap_collects_the_killing_signal() {
 
 #[test]
 fn reap_without_children_returns_nothing_and_does_not_block() {
-    let _lock = serial();
+    if ran_in_own_process(
+        module_path!(),
+        "reap_without_children_returns_nothing_and_does_not_block",
+    ) {
+        return;
+    }
     // Drain whatever earlier tests left, then nothing is left to collect.
     process::reap();
     let started = std::time::Instant::now();
@@ -100,7 +101,12 @@ fn reap_without_children_returns_nothing_and_does_not_block() {
 #[cfg(target_os = "linux")]
 #[test]
 fn subreaper_inherits_abandoned_grandchildren_and_reaps_them() {
-    let _lock = serial();
+    if ran_in_own_process(
+        module_path!(),
+        "subreaper_inherits_abandoned_grandchildren_and_reaps_them",
+    ) {
+        return;
+    }
     process::become_subreaper().unwrap();
     let mut guard = GroupGuard::new();
     let mut run = process::spawn(&spec(&["forker-exit", "1"])).unwrap();
@@ -133,7 +139,9 @@ fn subreaper_inherits_abandoned_grandchildren_and_reaps_them() {
 
 #[test]
 fn become_subreaper_succeeds() {
-    let _lock = serial();
+    if ran_in_own_process(module_path!(), "become_subreaper_succeeds") {
+        return;
+    }
     process::become_subreaper().unwrap();
     process::become_subreaper().unwrap();
 }

@@ -4,8 +4,8 @@
 //! `paiosctl ledger --json`. The library-level details (framing, queue, writer) are
 //! tested in `logs_*.rs`; these tests prove the pieces are wired together.
 
-mod common;
-mod logs_support;
+use crate::common;
+use crate::logs_support;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::daemon::{alive, text, Daemon};
-use common::{fixture_path, paiosctl_path, toml_str, wait_until, TestDirs};
+use common::{fixture_path, needs, paiosctl_path, toml_str, wait_until, TestDirs};
 use logs_support::{fill, Tmpfs};
 
 const T: Duration = Duration::from_secs(30);
@@ -86,6 +86,15 @@ impl Ctl {
         self.out.lock().unwrap().clone()
     }
 
+    /// Waits until the follower sleeps between two polls, which it first does once it
+    /// has taken its first look at the logs.
+    fn wait_polling(&self) {
+        assert!(
+            wait_until(T, || between_polls(self.child.id())),
+            "paiosctl never started polling the logs"
+        );
+    }
+
     /// Waits until the output satisfies `cond`; panics with the output's tail if not.
     fn wait_for(&self, what: &str, cond: impl Fn(&[u8]) -> bool) {
         let ok = wait_until(T, || cond(&self.output()));
@@ -106,6 +115,38 @@ impl Drop for Ctl {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether `pid` is asleep in `nanosleep` (`/proc/PID/syscall` names the system call a
+/// blocked process is in).
+#[cfg(target_os = "linux")]
+fn between_polls(pid: u32) -> bool {
+    let call = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    let number = call.split_whitespace().next().and_then(|n| n.parse().ok());
+    number == Some(libc::SYS_clock_nanosleep) || number == Some(libc::SYS_nanosleep)
+}
+
+/// No `/proc` to tell: the tests that need it are ignored here.
+#[cfg(not(target_os = "linux"))]
+fn between_polls(_pid: u32) -> bool {
+    false
+}
+
+/// The pipes (`pipe:[inode]`) process `pid` writes its stdout and stderr to.
+fn output_pipes(pid: i32) -> Vec<PathBuf> {
+    [1, 2]
+        .iter()
+        .filter_map(|fd| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok())
+        .filter(|link| link.to_string_lossy().starts_with("pipe:"))
+        .collect()
+}
+
+/// Whether process `pid` still has any of `pipes` open.
+fn holds_any(pid: i32, pipes: &[PathBuf]) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|link| pipes.contains(&link)))
+    })
 }
 
 fn vm_rss(pid: i32) -> u64 {
@@ -166,15 +207,23 @@ fn rotation_at_full_speed_keeps_every_line_once_in_order_and_honours_keep() {
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "needs /proc to see the follower polling"
+)]
 fn follow_started_first_prints_every_line_once_across_rotations_and_a_restart() {
     let dirs = TestDirs::new();
     let go = dirs.file("go");
+    let more = dirs.file("more");
     let n = 20_000;
-    // Waits for the go file so the follower is surely running before the first line.
+    // Waits for the go file so the follower is surely running before the first line,
+    // and for the more file before a last line, the one the follower is caught up at.
     let script = format!(
         "while [ ! -e {go} ]; do sleep 0.01; done; echo \"run $$ start\"; \
-         {f} spew {n}; echo \"run $$ end\"; exec {f} sleeper",
+         {f} spew {n}; echo \"run $$ end\"; \
+         while [ ! -e {more} ]; do sleep 0.01; done; echo \"run $$ last\"; exec {f} sleeper",
         go = go.display(),
+        more = more.display(),
         f = fixture_path().display()
     );
     dirs.write_service(
@@ -189,8 +238,8 @@ fn follow_started_first_prints_every_line_once_across_rotations_and_a_restart() 
     let logs = d.dirs.logs.clone();
     assert!(!logs.join("svc.log").exists());
     let follower = Ctl::spawn(&d, &["logs", "svc", "-f"]);
-    // Give it time to take its first look at the (missing) log.
-    std::thread::sleep(Duration::from_millis(300));
+    // It has taken its first look at the (missing) log.
+    follower.wait_polling();
     std::fs::write(&go, b"").unwrap();
 
     let ends = |b: &[u8]| lines_of(b).iter().filter(|l| l.ends_with(" end")).count();
@@ -205,8 +254,12 @@ fn follow_started_first_prints_every_line_once_across_rotations_and_a_restart() 
         "the second run never finished writing"
     );
     follower.wait_for("both runs' last lines", |b| ends(b) == 2);
-    // Anything printed twice would show up once the follower has caught up.
-    std::thread::sleep(Duration::from_millis(300));
+    // Anything printed twice shows up by the time the follower has caught up with the
+    // line written after everything else.
+    std::fs::write(&more, b"").unwrap();
+    follower.wait_for("the last line", |b| {
+        lines_of(b).last().is_some_and(|l| l.ends_with(" last"))
+    });
 
     let files = all_logs(&logs, "svc");
     assert!(logs.join("svc.log.3").exists(), "fewer than 3 rotations");
@@ -225,7 +278,7 @@ fn follow_started_first_prints_every_line_once_across_rotations_and_a_restart() 
         assert_eq!(lines[s + 1..s + 1 + n as usize], spew_lines(1, n)[..]);
         assert!(lines[s + 1 + n as usize].ends_with(" end"));
     }
-    assert_eq!(lines.len(), 2 * (n as usize + 2));
+    assert_eq!(lines.len(), 2 * (n as usize + 2) + 1);
 }
 
 fn marker_total(bytes: &[u8]) -> u64 {
@@ -242,12 +295,8 @@ fn marker_total(bytes: &[u8]) -> u64 {
 
 #[test]
 fn a_full_disk_drops_and_counts_without_slowing_the_service() {
-    let tmpfs = match Tmpfs::mount("512k") {
-        Ok(t) => t,
-        Err(why) => {
-            eprintln!("skipped: needs a tmpfs as the log dir ({why})");
-            return;
-        }
+    let Some(tmpfs) = needs("root to mount a tmpfs as the log dir", Tmpfs::mount("512k")) else {
+        return;
     };
     let filler = fill(tmpfs.path());
     let mut dirs = TestDirs::new();
@@ -269,7 +318,9 @@ fn a_full_disk_drops_and_counts_without_slowing_the_service() {
         ),
     );
     let d = Daemon::start_in(dirs);
-    d.wait_state("flood", "running", T);
+    let running = d.wait_state("flood", "running", T);
+    let pipes = output_pipes(running["pid"].as_i64().expect("the run's PID") as i32);
+    assert_eq!(pipes.len(), 2, "the service's stdout and stderr: {pipes:?}");
     let before = vm_rss(d.pid());
     let started = Instant::now();
     std::fs::write(&go, b"").unwrap();
@@ -283,15 +334,13 @@ fn a_full_disk_drops_and_counts_without_slowing_the_service() {
     assert!(finished, "the service did not finish on a full disk: {row}");
     let took = started.elapsed();
     let during = vm_rss(d.pid());
-    // What was still in the pipe when the service exited is read (and dropped) after.
-    let mut dropped = 0;
-    let settled = wait_until(T, || {
-        let before = d.row("flood")["log_dropped"].as_u64().unwrap_or(0);
-        std::thread::sleep(Duration::from_millis(200));
-        dropped = d.row("flood")["log_dropped"].as_u64().unwrap_or(0);
-        before == dropped
-    });
-    assert!(settled, "the dropped count never settled");
+    // What was still in the pipes when the service exited is read (and dropped) after:
+    // the count is final once paiosd has read both to their end and closed them.
+    assert!(
+        wait_until(T, || !holds_any(d.pid(), &pipes)),
+        "paiosd never read the service's output to its end"
+    );
+    let dropped = d.row("flood")["log_dropped"].as_u64().unwrap_or(0);
     eprintln!(
         "full disk: {n} lines in {took:?}, {dropped} dropped, paiosd RSS {before} -> {during} bytes"
     );
@@ -446,6 +495,10 @@ fn binary_output_long_lines_closed_stdout_and_a_grandchild_are_all_logged() {
 }
 
 #[test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "needs /proc to see the follower polling"
+)]
 fn logs_all_follow_interleaves_services_with_their_names() {
     let dirs = TestDirs::new();
     let go = dirs.file("go");
@@ -464,7 +517,7 @@ fn logs_all_follow_interleaves_services_with_their_names() {
     d.wait_state("beta", "running", T);
     // Neither has written yet: `--all -f` follows the configured services anyway.
     let follower = Ctl::spawn(&d, &["logs", "--all", "-f"]);
-    std::thread::sleep(Duration::from_millis(300));
+    follower.wait_polling();
     std::fs::write(&go, b"").unwrap();
     let both_done = |b: &[u8]| {
         let l = lines_of(b);

@@ -3,7 +3,7 @@
 //! times, bad arguments are exit code 2. Each run is its own group, killed by its
 //! `GroupGuard`.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

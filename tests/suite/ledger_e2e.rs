@@ -10,7 +10,7 @@
 //! `hung` and `memory` are not here: the supervisor does not yet end runs for failed
 //! health probes or memory limits, so no process can produce those outcomes.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use common::daemon::{text, Daemon};
-use common::{fixture_path, toml_str, wait_until, TestDirs};
+use common::{fixture_path, needs, toml_str, wait_until, TestDirs};
 use serde_json::Value;
 
 // ----- helpers ------------------------------------------------------------------------
@@ -978,13 +978,10 @@ fn a_read_only_ledger_keeps_restart_timing_reports_pending_and_catches_up() {
     // paiosd's memory, and a shared mapping whose file turns immutable underneath faults
     // (SIGBUS) on the next write to it, which is the kernel's doing, not the ledger's.
     let files = [path.clone(), d.dirs.state.join("ledger.sqlite-wal")];
-    let immutable = match Immutable::set(&files) {
-        Ok(guard) => guard,
-        Err(why) => {
-            eprintln!("skipped: cannot make the ledger read-only here (chattr +i: {why})");
-            d.pids_from(&pids);
-            return;
-        }
+    let found = needs("chattr +i on the state dir", Immutable::set(&files));
+    let Some(immutable) = found else {
+        d.pids_from(&pids);
+        return;
     };
     let frozen_at = unix_ns();
     let at_freeze = wait_stats(&d, "the write error", Duration::from_secs(10), |s| {

@@ -4,7 +4,7 @@
 //! a growing service restarted at its memory limit, the growth alert, and a group
 //! stopped by a signal reported without a probe.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,9 +3,13 @@
 //! verbs that need paiosd are run against a real control socket answered by a small
 //! in-test actor with fixed answers; the live-daemon runs are in `control_e2e.rs`.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::common::{wait_until, LineReader};
 
 use paios::control::protocol::{
     ErrorCode, LastExit, OpResult, ReloadReport, Reply, Request, Response, RunResult, ServiceStatus,
@@ -15,15 +19,23 @@ use paios::control::ControlMsg;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-fn paiosctl(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_paiosctl"))
+/// `paiosctl --state-dir STATE ARGS`, with none of the environment that would point it
+/// elsewhere.
+fn paiosctl_command(state: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_paiosctl"));
+    command
         .arg("--state-dir")
         .arg(state)
         .args(args)
         .env_remove("NO_COLOR")
         .env_remove("PAIOS_STATE_DIR")
         .env_remove("PAIOS_CONFIG_DIR")
-        .env_remove("PAIOS_LOG_DIR")
+        .env_remove("PAIOS_LOG_DIR");
+    command
+}
+
+fn paiosctl(state: &Path, args: &[&str]) -> Output {
+    paiosctl_command(state, args)
         .output()
         .expect("paiosctl runs")
 }
@@ -505,7 +517,8 @@ fn benchmark_status_round_trip_200_services() {
     );
 }
 
-/// A stand-in for paiosd's process in the shutdown test, killed and reaped in Drop.
+/// A child of the shutdown test (paiosd's stand-in, or the waiting paiosctl), killed
+/// and reaped in Drop.
 struct Sleeper(std::process::Child);
 
 impl Drop for Sleeper {
@@ -526,20 +539,38 @@ fn shutdown_returns_once_paiosd_has_exited() {
         paios::lock::Acquired::Held(lock) => lock,
         paios::lock::Acquired::Busy { .. } => panic!("lock busy"),
     };
-    let state = d.state.path().to_path_buf();
-    let waiter = std::thread::spawn(move || paiosctl(&state, &["shutdown", "--timeout", "20"]));
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(!waiter.is_finished(), "returned while paiosd still ran");
+    let mut waiter = Sleeper(
+        paiosctl_command(d.state.path(), &["shutdown", "--timeout", "20"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("paiosctl runs"),
+    );
+    let stdout = waiter.0.stdout.take().expect("piped stdout");
+    let stderr = LineReader::new(waiter.0.stderr.take().expect("piped stderr").into());
+    // Its first line says paiosd has answered and the wait has begun.
+    let said = stderr.line(Duration::from_secs(20));
+    assert!(
+        said.as_deref()
+            .is_some_and(|l| l.contains("is stopping every service")),
+        "{said:?}"
+    );
+    assert!(
+        !wait_until(Duration::from_millis(300), || matches!(
+            waiter.0.try_wait(),
+            Ok(Some(_))
+        )),
+        "returned while paiosd still ran"
+    );
     // The lock goes first; the process is not reaped yet (a zombie still has its PID).
     drop(lock);
     let _ = paiosd.0.kill();
-    let out = waiter.join().expect("thread");
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("has exited"),
-        "{}",
-        text(&out.stdout)
-    );
+    let status = waiter.0.wait().expect("wait for paiosctl");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(OwnedFd::from(stdout)), &mut out)
+        .expect("read paiosctl's stdout");
+    assert_eq!(status.code(), Some(0));
+    assert!(out.contains("has exited"), "{out}");
     let _ = paiosd.0.wait();
 
     // Timing out says so and fails.

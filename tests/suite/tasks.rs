@@ -6,12 +6,13 @@
 //! by recorded PID or PGID, never by name, and ended on drop. Schedules are 6-field
 //! per-second ones so that a slot is never more than a few seconds away.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use nix::sys::signal::Signal;
+use paios::state::StateDb;
 
 use common::daemon::{alive, text, Daemon};
 use common::{fixture_path, paiosd_path, toml_str, wait_until, TestDirs};
@@ -194,8 +195,9 @@ fn an_overlapping_time_is_skipped_and_recorded() {
     }
 }
 
-/// Stops paiosd (SIGTERM) for five seconds across a 2-second schedule, starts it
-/// again, and returns its ledger for the task once a run after the restart has ended.
+/// Stops paiosd (SIGTERM) after a first run on a 2-second schedule, makes it look down
+/// for six seconds (across three scheduled times) by setting the task's last handled
+/// time in `state.sqlite` that far back, and starts it again; returns it and when.
 fn downtime(catch_up: bool) -> (Daemon, DateTime<Utc>) {
     let mut d = Daemon::start(&[(
         "every2",
@@ -210,9 +212,12 @@ fn downtime(catch_up: bool) -> (Daemon, DateTime<Utc>) {
     );
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(0));
-    // Down across at least two scheduled times (the point of the test, not a wait).
-    std::thread::sleep(Duration::from_secs(5));
     let restarted = Utc::now();
+    let state = StateDb::open(&d.dirs.state.join("state.sqlite")).expect("open state.sqlite");
+    state
+        .set_task_last("every2", restarted - chrono::Duration::seconds(6))
+        .expect("set the task's last handled time");
+    drop(state);
     d.launch();
     (d, restarted)
 }

@@ -1,26 +1,23 @@
 //! Command probes with real processes, and the group RSS sampler.
 //!
-//! A test binary of its own: paiosd reaps every child with `waitpid(-1)`, and so does
-//! the reaper here (as the supervisor does on SIGCHLD), which would also collect the
-//! children of any other test in the same process.
+//! Each test runs in a fresh process of its own (`ran_in_own_process`): paiosd reaps
+//! every child with `waitpid(-1)`, and so does the reaper here (as the supervisor does
+//! on SIGCHLD), which would also collect the children of any other test in the same
+//! process.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::common::ran_in_own_process;
 use paios::config::{HealthConfig, OnFailure, Probe};
 use paios::health::{probe_once, rss_of_groups, spawn_prober};
 use paios::process::{self, watch, SpawnSpec};
 use tokio_util::sync::CancellationToken;
 
-/// One test at a time: each runs its own reaper, and a `waitpid(-1)` on one thread
-/// would collect another test's child before that test's `spawn` had recorded it.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Collects ended children on SIGCHLD and hands probe exits to their waiters, on the
 /// test's own runtime thread — what the supervisor does in paiosd, where spawning and
 /// reaping share the one thread and so never race.
 struct Reaper {
-    _serial: tokio::sync::MutexGuard<'static, ()>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -31,7 +28,6 @@ impl Drop for Reaper {
 }
 
 async fn start_reaper() -> Reaper {
-    let serial = SERIAL.lock().await;
     let mut sigchld =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).expect("SIGCHLD");
     let task = tokio::spawn(async move {
@@ -44,10 +40,7 @@ async fn start_reaper() -> Reaper {
             }
         }
     });
-    Reaper {
-        _serial: serial,
-        task,
-    }
+    Reaper { task }
 }
 
 /// Kills a recorded group when the test ends, even on failure.
@@ -103,6 +96,12 @@ async fn wait_group_gone(pgid: i32) {
 
 #[tokio::test]
 async fn exit_zero_is_healthy_and_other_codes_are_not() {
+    if ran_in_own_process(
+        module_path!(),
+        "exit_zero_is_healthy_and_other_codes_are_not",
+    ) {
+        return;
+    }
     let _reaper = start_reaper().await;
     assert_eq!(probe_once(&sh("exit 0"), ms(2000)).await, Ok(()));
     assert_eq!(
@@ -125,6 +124,9 @@ async fn exit_zero_is_healthy_and_other_codes_are_not() {
 
 #[tokio::test]
 async fn a_probe_killed_by_a_signal_says_which() {
+    if ran_in_own_process(module_path!(), "a_probe_killed_by_a_signal_says_which") {
+        return;
+    }
     let _reaper = start_reaper().await;
     assert_eq!(
         probe_once(&sh("kill -9 $$"), ms(2000)).await,
@@ -134,6 +136,12 @@ async fn a_probe_killed_by_a_signal_says_which() {
 
 #[tokio::test]
 async fn a_hanging_probe_is_killed_with_its_grandchildren_at_the_timeout() {
+    if ran_in_own_process(
+        module_path!(),
+        "a_hanging_probe_is_killed_with_its_grandchildren_at_the_timeout",
+    ) {
+        return;
+    }
     let _reaper = start_reaper().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("pids");
@@ -160,6 +168,12 @@ async fn a_hanging_probe_is_killed_with_its_grandchildren_at_the_timeout() {
 
 #[tokio::test]
 async fn background_children_of_a_finished_probe_are_ended() {
+    if ran_in_own_process(
+        module_path!(),
+        "background_children_of_a_finished_probe_are_ended",
+    ) {
+        return;
+    }
     let _reaper = start_reaper().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("pids");
@@ -173,6 +187,12 @@ async fn background_children_of_a_finished_probe_are_ended() {
 
 #[tokio::test]
 async fn cancelling_the_prober_kills_the_probe_in_flight() {
+    if ran_in_own_process(
+        module_path!(),
+        "cancelling_the_prober_kills_the_probe_in_flight",
+    ) {
+        return;
+    }
     let _reaper = start_reaper().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("pids");
@@ -201,6 +221,9 @@ async fn cancelling_the_prober_kills_the_probe_in_flight() {
 
 #[tokio::test]
 async fn a_chatty_probe_does_not_block_on_its_pipes() {
+    if ran_in_own_process(module_path!(), "a_chatty_probe_does_not_block_on_its_pipes") {
+        return;
+    }
     let _reaper = start_reaper().await;
     let t0 = Instant::now();
     assert_eq!(
@@ -223,6 +246,12 @@ async fn a_chatty_probe_does_not_block_on_its_pipes() {
 
 #[tokio::test]
 async fn commands_that_cannot_start_are_clear_errors() {
+    if ran_in_own_process(
+        module_path!(),
+        "commands_that_cannot_start_are_clear_errors",
+    ) {
+        return;
+    }
     let _reaper = start_reaper().await;
     let missing = Probe::Exec {
         argv: vec!["/nonexistent/paios-probe".into()],
@@ -242,6 +271,9 @@ async fn commands_that_cannot_start_are_clear_errors() {
 
 #[tokio::test]
 async fn rss_is_summed_per_group_in_one_scan() {
+    if ran_in_own_process(module_path!(), "rss_is_summed_per_group_in_one_scan") {
+        return;
+    }
     let _reaper = start_reaper().await;
     let spec = SpawnSpec {
         argv: vec![
