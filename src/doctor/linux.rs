@@ -1,41 +1,9 @@
-//! Linux facts doctor needs beyond `process`: a process's environment
-//! (`/proc/PID/environ`, readable for our own processes only), its age, and which
-//! processes hold a listening TCP port (`/proc/net/tcp{,6}` gives the socket inode,
-//! `/proc/PID/fd` links name `socket:[INODE]`).
+//! Linux facts doctor needs beyond `process`: which processes hold a listening TCP
+//! port (`/proc/net/tcp{,6}` gives the socket inode, `/proc/PID/fd` links name
+//! `socket:[INODE]`).
 
 use std::collections::BTreeSet;
 use std::fs;
-
-/// `KEY=VALUE` pairs, or `None` when unreadable (another user's process, gone).
-pub(super) fn environ(pid: i32) -> Option<Vec<(String, String)>> {
-    let raw = fs::read(format!("/proc/{pid}/environ")).ok()?;
-    Some(parse_environ(&raw))
-}
-
-fn parse_environ(raw: &[u8]) -> Vec<(String, String)> {
-    raw.split(|&b| b == 0)
-        .filter(|entry| !entry.is_empty())
-        .filter_map(|entry| {
-            let eq = entry.iter().position(|&b| b == b'=')?;
-            Some((
-                String::from_utf8_lossy(&entry[..eq]).into_owned(),
-                String::from_utf8_lossy(&entry[eq + 1..]).into_owned(),
-            ))
-        })
-        .collect()
-}
-
-/// Seconds since boot minus the start time (clock ticks since boot).
-pub(super) fn age_secs(start_time: u64) -> Option<u64> {
-    let uptime = fs::read_to_string("/proc/uptime").ok()?;
-    let up: f64 = uptime.split_ascii_whitespace().next()?.parse().ok()?;
-    let ticks = match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
-        Ok(Some(t)) if t > 0 => t as f64,
-        _ => 100.0,
-    };
-    let age = up - start_time as f64 / ticks;
-    (age >= 0.0).then_some(age as u64)
-}
 
 /// PIDs (of those whose fds we can read) holding a socket that listens on `port`.
 pub(super) fn port_holders(port: u16) -> Option<Vec<i32>> {
@@ -104,20 +72,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn environ_parses_pairs_and_skips_junk() {
-        let raw = b"A=1\0B=x=y\0NOEQ\0\0C=\0";
-        assert_eq!(
-            parse_environ(raw),
-            vec![
-                ("A".into(), "1".into()),
-                ("B".into(), "x=y".into()),
-                ("C".into(), String::new())
-            ]
-        );
-        assert!(parse_environ(b"").is_empty());
-    }
-
-    #[test]
     fn tcp_table_listeners_by_port() {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100007F:0BB9 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 12345 1 0 20 4 30 10 -1
@@ -147,12 +101,5 @@ mod tests {
             holders.contains(&(std::process::id() as i32)),
             "{holders:?}"
         );
-    }
-
-    #[test]
-    fn own_environment_is_readable() {
-        let vars = environ(std::process::id() as i32).unwrap();
-        assert!(vars.iter().any(|(k, _)| k == "PATH") || !vars.is_empty());
-        assert!(age_secs(crate::process::start_time(std::process::id() as i32).unwrap()).is_some());
     }
 }

@@ -18,6 +18,9 @@ mod macos;
 #[cfg(target_os = "macos")]
 use macos as os;
 
+pub mod marker;
+pub mod stop;
+pub mod strays;
 pub mod watch;
 
 use std::collections::BTreeMap;
