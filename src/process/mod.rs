@@ -275,15 +275,6 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
     live_members(pgid).into_iter().map(|(pid, _)| pid).collect()
 }
 
-/// Resident memory of the live members of group `pgid`, in bytes; members that vanish
-/// while being read count as 0.
-pub fn group_rss(pgid: i32) -> u64 {
-    live_members(pgid)
-        .into_iter()
-        .filter_map(|(pid, _)| os::rss_bytes(pid))
-        .sum()
-}
-
 /// Resident memory of every process group with live members, in bytes, from one scan
 /// of the process table: what a status listing of many services needs.
 pub fn rss_by_group() -> std::collections::HashMap<i32, u64> {
@@ -515,7 +506,6 @@ mod tests {
         }));
         assert!(list_processes().iter().any(|p| p.pid == me));
         assert!(group_members(info.pgid).contains(&me));
-        assert!(group_rss(info.pgid) > 0);
         assert!(rss_by_group().get(&info.pgid).is_some_and(|&rss| rss > 0));
         assert!(!group_all_stopped(info.pgid));
     }
