@@ -5,8 +5,8 @@
 //!
 //! Two more things live here because they close the same hole. When the records are
 //! gone (`state.sqlite` deleted or corrupt between a kill and the next start),
-//! [`sweep_strays`] falls back to stray detection (`process::strays`) for the
-//! configured services. And a process that left its run's group (`setsid`) is found by ancestry
+//! [`sweep_strays`] falls back to `process::strays` for the configured
+//! services. And a process that left its run's group (`setsid`) is found by ancestry
 //! with [`find_escapees`]: while the run's leader lives the escapee descends from a
 //! member of the group; once the leader is gone, paiosd (a child subreaper on Linux)
 //! is its parent, and the marker in its environment names the service. macOS has no
