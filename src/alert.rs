@@ -8,26 +8,25 @@
 //! A failing, hanging or unstartable command is recorded in the ledger as an
 //! `alert_failed` event and is never fatal.
 //!
-//! **Reaping.** paiosd reaps every child with `waitpid(-1)` in its supervisor, so this
-//! thread cannot rely on waiting for its own child: the supervisor may collect it first.
-//! Rather than route exit statuses back from the supervisor, the command runs under a
-//! small `/bin/sh` that is the group leader and reports the command's exit status on a
-//! pipe of its own: `"$@" >&2; echo $?; kill -s KILL 0`. The status therefore arrives
-//! whoever reaps the shell, and the closing pipe says the shell is done. The final
-//! `kill -s KILL 0` ends whatever the command left running in its group while the group
-//! certainly still exists, so an alert never leaves an orphan and paios never signals
-//! a group number that might have been reused. The shell itself is then reaped here if
-//! the supervisor has not already done so (`ECHILD` just means it has).
+//! **Reaping.** The command is spawned and reaped through `crate::process`, like every
+//! other group: its own group, the signal dispositions reset, and its exit handed over
+//! by paiosd's one `waitpid(-1)` reaper (or reaped here by PID when no reaper runs).
+//! The exit status itself is not taken from the wait: the command runs under a small
+//! `/bin/sh` that is the group leader and reports the command's status on a pipe of its
+//! own: `"$@" >&2; echo $?; kill -s KILL 0`. The status therefore arrives whoever reaps
+//! the shell, and the closing pipe says the shell is done. The final `kill -s KILL 0`
+//! ends whatever the command left running in its group while the group certainly still
+//! exists, so an alert never leaves an orphan and paios never signals a group number
+//! that might have been reused.
 //!
 //! A cheap per-(service, event) minimum interval guards against a flood if the caller's
 //! rate limiting (the policy's job) ever fails; it is measured on the alerts' own `at`
 //! times, so it needs no clock of its own.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -36,10 +35,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use nix::poll::{poll, PollFd, PollFlags};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 
 use crate::ledger::{head, rfc3339, EventRecord, Ledger, Record};
+use crate::process::{self, watch, SpawnSpec};
 
 /// Runs the command under a shell that reports its status on stdout and then ends the
 /// group (see the module comment). `$0` is the name `ps` shows.
@@ -305,37 +303,45 @@ impl Runner {
             "at": at,
         })
         .to_string();
-        let mut child = Command::new(SHELL)
-            .arg("-c")
-            .arg(SCRIPT)
-            .arg("paios-alert")
-            .args(&self.argv)
-            .env("PAIOS_EVENT", clean(&alert.event))
-            .env("PAIOS_SERVICE", clean(&alert.service))
-            .env("PAIOS_KIND", clean(&alert.kind))
-            .env("PAIOS_DETAIL", &detail)
-            .env("PAIOS_AT", &at)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("could not be started: {e}"))?;
-        let Ok(pgid) = i32::try_from(child.id()) else {
-            return Err("got a process id out of range".into());
+        let mut argv = vec![
+            SHELL.to_string(),
+            "-c".to_string(),
+            SCRIPT.to_string(),
+            "paios-alert".to_string(),
+        ];
+        argv.extend(self.argv.iter().cloned());
+        let env = [
+            ("PAIOS_EVENT", clean(&alert.event)),
+            ("PAIOS_SERVICE", clean(&alert.service)),
+            ("PAIOS_KIND", clean(&alert.kind)),
+            ("PAIOS_DETAIL", detail),
+            ("PAIOS_AT", at),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let spec = SpawnSpec {
+            argv,
+            cwd: None,
+            env,
         };
-        let group = Group(pgid);
-        if let Some(mut stdin) = child.stdin.take() {
+        // The status comes on the pipe (see the module doc); the wait only reaps.
+        let spawned = watch::spawn_watched_with_input(&spec, |_| {})
+            .map_err(|e| format!("could not be started: {e}"))?;
+        let shell = spawned.leader.pid;
+        let group = Group(spawned.pgid);
+        if let Some(stdin) = spawned.stdin {
             // A command that exits without reading gives EPIPE; that is its business.
+            let mut stdin = File::from(stdin);
             let _ = stdin.write_all(json.as_bytes());
             let _ = stdin.write_all(b"\n");
         }
-        let report = self.collect(&mut child);
+        let report = self.collect(File::from(spawned.stdout), File::from(spawned.stderr));
         match report.status {
             Collected::Status(_) | Collected::Silent => group.forget(),
             Collected::TimedOut | Collected::Closing => drop(group),
         }
-        reap(&mut child);
+        reap(shell);
         let output = tail_text(&report.output);
         let said = if output.is_empty() {
             String::new()
@@ -364,10 +370,10 @@ impl Runner {
 
     /// Reads the status pipe and the output pipe until the status arrives, the timeout
     /// passes, or the alerter closes.
-    fn collect(&self, child: &mut Child) -> Report {
+    fn collect(&self, status_pipe: File, output_pipe: File) -> Report {
         let deadline = Instant::now() + self.timeout;
-        let mut status_pipe = child.stdout.take();
-        let mut output_pipe = child.stderr.take();
+        let mut status_pipe = Some(status_pipe);
+        let mut output_pipe = Some(output_pipe);
         let mut status_text = Vec::new();
         let mut output = Vec::new();
         let mut buf = [0u8; 4096];
@@ -479,30 +485,23 @@ impl Drop for Group {
     fn drop(&mut self) {
         // The shell leader has not reported yet, so it is alive (or an unreaped zombie)
         // and the group number is still ours.
-        match killpg(Pid::from_raw(self.0), Signal::SIGKILL) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-            Err(e) => tracing::warn!("alert: could not kill process group {}: {e}", self.0),
+        if let Err(e) = process::signal_group(self.0, libc::SIGKILL) {
+            tracing::warn!("alert: {e}");
         }
     }
 }
 
-/// Reaps the shell unless the supervisor's reaper already has.
-fn reap(child: &mut Child) {
+/// Waits (briefly: its pipe has closed or its group was killed) until the shell is
+/// reaped, by paiosd's reaper or here.
+fn reap(shell: i32) {
     let deadline = Instant::now() + REAP_WAIT;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) | Err(_) => return,
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Ok(None) => {
-                tracing::warn!(
-                    "alert: shell {} did not exit after its pipe closed",
-                    child.id()
-                );
-                return;
-            }
+    while !watch::reap_watched(shell) {
+        if Instant::now() >= deadline {
+            tracing::warn!("alert: shell {shell} did not exit after its pipe closed");
+            watch::forget(shell);
+            return;
         }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -156,6 +156,17 @@ pub struct ServiceConfig {
     pub logs: LogSettings,
 }
 
+impl ServiceConfig {
+    /// What stray detection (the fallback sweep, `doctor`) knows of this service.
+    pub fn stray_pattern(&self) -> crate::process::strays::Known {
+        crate::process::strays::Known {
+            argv: self.argv.clone(),
+            stop_signal: self.stop.signal,
+            grace: self.stop.grace,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartPolicy {
     Always,

@@ -1,142 +1,55 @@
-//! Linux facts doctor needs beyond `process`: a process's environment
-//! (`/proc/PID/environ`, readable for our own processes only), its age, and which
-//! processes hold a listening TCP port (`/proc/net/tcp{,6}` gives the socket inode,
-//! `/proc/PID/fd` links name `socket:[INODE]`).
+//! Linux facts doctor needs beyond `process`: which processes hold a listening TCP
+//! port. The `procfs` crate reads the socket tables (`/proc/net/tcp{,6}`, which give
+//! each socket's inode) and each process's descriptors (whose links name
+//! `socket:[INODE]`).
 
 use std::collections::BTreeSet;
-use std::fs;
 
-/// `KEY=VALUE` pairs, or `None` when unreadable (another user's process, gone).
-pub(super) fn environ(pid: i32) -> Option<Vec<(String, String)>> {
-    let raw = fs::read(format!("/proc/{pid}/environ")).ok()?;
-    Some(parse_environ(&raw))
-}
-
-fn parse_environ(raw: &[u8]) -> Vec<(String, String)> {
-    raw.split(|&b| b == 0)
-        .filter(|entry| !entry.is_empty())
-        .filter_map(|entry| {
-            let eq = entry.iter().position(|&b| b == b'=')?;
-            Some((
-                String::from_utf8_lossy(&entry[..eq]).into_owned(),
-                String::from_utf8_lossy(&entry[eq + 1..]).into_owned(),
-            ))
-        })
-        .collect()
-}
-
-/// Seconds since boot minus the start time (clock ticks since boot).
-pub(super) fn age_secs(start_time: u64) -> Option<u64> {
-    let uptime = fs::read_to_string("/proc/uptime").ok()?;
-    let up: f64 = uptime.split_ascii_whitespace().next()?.parse().ok()?;
-    let ticks = match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
-        Ok(Some(t)) if t > 0 => t as f64,
-        _ => 100.0,
-    };
-    let age = up - start_time as f64 / ticks;
-    (age >= 0.0).then_some(age as u64)
-}
+use procfs::net::{TcpNetEntry, TcpState};
+use procfs::process::FDTarget;
 
 /// PIDs (of those whose fds we can read) holding a socket that listens on `port`.
 pub(super) fn port_holders(port: u16) -> Option<Vec<i32>> {
-    let mut inodes = BTreeSet::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        if let Ok(text) = fs::read_to_string(table) {
-            inodes.extend(listening_inodes(&text, port));
-        }
-    }
+    let tables = [procfs::net::tcp(), procfs::net::tcp6()];
+    let inodes: BTreeSet<u64> = tables
+        .iter()
+        .flatten()
+        .flat_map(|table| listening_inodes(table, port))
+        .collect();
     if inodes.is_empty() {
         return Some(Vec::new());
     }
-    let mut holders = Vec::new();
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Some(holders);
+    let Ok(all) = procfs::process::all_processes() else {
+        return Some(Vec::new());
     };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        let holds = fds.flatten().any(|fd| {
-            fs::read_link(fd.path())
-                .ok()
-                .and_then(|target| socket_inode(&target.to_string_lossy()))
-                .is_some_and(|inode| inodes.contains(&inode))
-        });
-        if holds {
-            holders.push(pid);
-        }
-    }
+    let holders = all
+        .flatten()
+        .filter(|p| {
+            p.fd().is_ok_and(|mut fds| {
+                fds.any(|fd| {
+                    fd.is_ok_and(|fd| {
+                        matches!(fd.target, FDTarget::Socket(inode) if inodes.contains(&inode))
+                    })
+                })
+            })
+        })
+        .map(|p| p.pid)
+        .collect();
     Some(holders)
 }
 
-/// Inodes of the sockets in LISTEN state (`0A`) on `port` in one `/proc/net/tcp*` table.
-fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
+/// Inodes of the sockets listening on `port` in one socket table.
+fn listening_inodes(table: &[TcpNetEntry], port: u16) -> Vec<u64> {
     table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_ascii_whitespace().collect();
-            let local = fields.get(1)?;
-            let state = fields.get(3)?;
-            let inode: u64 = fields.get(9)?.parse().ok()?;
-            let local_port = u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()?;
-            (*state == "0A" && local_port == port && inode != 0).then_some(inode)
-        })
+        .iter()
+        .filter(|e| e.state == TcpState::Listen && e.local_address.port() == port && e.inode != 0)
+        .map(|e| e.inode)
         .collect()
-}
-
-fn socket_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn environ_parses_pairs_and_skips_junk() {
-        let raw = b"A=1\0B=x=y\0NOEQ\0\0C=\0";
-        assert_eq!(
-            parse_environ(raw),
-            vec![
-                ("A".into(), "1".into()),
-                ("B".into(), "x=y".into()),
-                ("C".into(), String::new())
-            ]
-        );
-        assert!(parse_environ(b"").is_empty());
-    }
-
-    #[test]
-    fn tcp_table_listeners_by_port() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:0BB9 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 12345 1 0 20 4 30 10 -1
-   1: 0100007F:0BB9 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 12346 1 0 20 4 30 10 -1
-   2: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 999 1 0 20 4 30 10 -1
-   3: garbage
-";
-        assert_eq!(listening_inodes(table, 3001), vec![12345]);
-        assert_eq!(listening_inodes(table, 22), vec![999]);
-        assert!(listening_inodes(table, 80).is_empty());
-        assert!(listening_inodes("", 80).is_empty());
-    }
-
-    #[test]
-    fn socket_links() {
-        assert_eq!(socket_inode("socket:[42]"), Some(42));
-        assert_eq!(socket_inode("pipe:[42]"), None);
-        assert_eq!(socket_inode("socket:[x]"), None);
-    }
 
     #[test]
     fn own_listener_is_found() {
@@ -147,12 +60,5 @@ mod tests {
             holders.contains(&(std::process::id() as i32)),
             "{holders:?}"
         );
-    }
-
-    #[test]
-    fn own_environment_is_readable() {
-        let vars = environ(std::process::id() as i32).unwrap();
-        assert!(vars.iter().any(|(k, _)| k == "PATH") || !vars.is_empty());
-        assert!(age_secs(crate::process::start_time(std::process::id() as i32).unwrap()).is_some());
     }
 }

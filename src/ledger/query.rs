@@ -1,5 +1,5 @@
-//! Reading the ledger: a read-only connection, filters, one entry by id, and the
-//! `--since` grammar.
+//! Reading the ledger: a read-only connection, filters, one entry by id, the
+//! `--since` grammar, and whether a paiosd ran here before.
 //!
 //! The file is opened `SQLITE_OPEN_READ_ONLY`, so `paiosctl ledger` can never change
 //! it, works while paiosd is down, and (thanks to WAL) reads a consistent snapshot while
@@ -271,6 +271,27 @@ fn parse_duration(text: &str) -> Option<Duration> {
     Some(total)
 }
 
+/// Whether a paiosd ran on the state directory of this ledger before: it holds a
+/// `daemon_start`. The start-up sweep asks, before opening the ledger (which creates
+/// the file), to tell a first start from records lost since the last one. A ledger
+/// that exists but cannot be read counts as yes (better one needless stray search than
+/// a missed one); a ledger only `paiosctl doctor --kill` created does not.
+pub fn previous_paiosd_ran(ledger: &Path) -> bool {
+    if !ledger.exists() {
+        return false;
+    }
+    let Ok(reader) = Reader::open(ledger) else {
+        return true;
+    };
+    let filter = Filter {
+        service: None,
+        since: None,
+        outcomes: vec!["daemon_start".into()],
+        limit: Some(1),
+    };
+    reader.list(&filter).map_or(true, |found| !found.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,5 +353,34 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_previous_paiosd_is_told_by_its_daemon_start() {
+        use crate::ledger::{EventRecord, Ledger, Record};
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::config::Global::default().ledger;
+        let record = |path: &Path, event: &str| {
+            let ledger = Ledger::open(path, settings);
+            ledger.record(Record::Event(EventRecord::new(
+                "kb",
+                "service",
+                event,
+                None,
+                now(),
+            )));
+            ledger.close(Duration::from_secs(10));
+        };
+
+        let path = dir.path().join("ledger.sqlite");
+        assert!(!previous_paiosd_ran(&path), "no ledger at all");
+        record(&path, "stray_killed");
+        assert!(!previous_paiosd_ran(&path), "only doctor --kill wrote it");
+        record(&path, "daemon_start");
+        assert!(previous_paiosd_ran(&path));
+
+        let garbage = dir.path().join("garbage.sqlite");
+        std::fs::write(&garbage, b"not a database at all, not even close").unwrap();
+        assert!(previous_paiosd_ran(&garbage), "unreadable counts as yes");
     }
 }

@@ -1,4 +1,5 @@
-//! Linux process facts from `/proc`, plus the two `prctl`s paiosd relies on.
+//! Linux process facts from `/proc` (environments included), plus the two `prctl`s
+//! paiosd relies on.
 //!
 //! `/proc/PID/stat` is the one source for state, parent, group and start time (field 22,
 //! clock ticks since boot, present for zombies too). Its second field is the command
@@ -152,6 +153,38 @@ fn split_cmdline(raw: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// `KEY=VALUE` pairs of `/proc/PID/environ`, or `None` when unreadable (another user's
+/// process, gone).
+pub(super) fn environ(pid: i32) -> Option<Vec<(String, String)>> {
+    let raw = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    Some(parse_environ(&raw))
+}
+
+fn parse_environ(raw: &[u8]) -> Vec<(String, String)> {
+    raw.split(|&b| b == 0)
+        .filter(|entry| !entry.is_empty())
+        .filter_map(|entry| {
+            let eq = entry.iter().position(|&b| b == b'=')?;
+            Some((
+                String::from_utf8_lossy(&entry[..eq]).into_owned(),
+                String::from_utf8_lossy(&entry[eq + 1..]).into_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Seconds since boot minus the start time (clock ticks since boot).
+pub(super) fn age_secs(start_time: u64) -> Option<u64> {
+    let uptime = fs::read_to_string("/proc/uptime").ok()?;
+    let up: f64 = uptime.split_ascii_whitespace().next()?.parse().ok()?;
+    let ticks = match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(t)) if t > 0 => t as f64,
+        _ => 100.0,
+    };
+    let age = up - start_time as f64 / ticks;
+    (age >= 0.0).then_some(age as u64)
+}
+
 /// Called in the forked child: SIGKILL when the spawning thread dies. If the parent died
 /// before the `prctl` took effect the signal will never come, so `getppid()` is checked
 /// afterwards and the child refuses to exec.
@@ -231,6 +264,25 @@ mod tests {
         assert_eq!(split_cmdline(b"single"), vec!["single"]);
         assert!(split_cmdline(b"").is_empty());
         assert!(split_cmdline(b"\0").is_empty());
+    }
+
+    #[test]
+    fn environ_parses_pairs_and_skips_junk() {
+        let raw = b"A=1\0B=x=y\0NOEQ\0\0C=\0";
+        assert_eq!(
+            parse_environ(raw),
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "x=y".into()),
+                ("C".into(), String::new())
+            ]
+        );
+        assert!(parse_environ(b"").is_empty());
+    }
+
+    #[test]
+    fn own_environment_is_readable() {
+        assert!(environ(std::process::id() as i32).is_some());
     }
 
     #[test]

@@ -233,6 +233,22 @@ fn parse_procargs2(buf: &[u8]) -> Option<Vec<String>> {
     Some(argv)
 }
 
+/// The start time here is microseconds since the epoch.
+pub(super) fn age_secs(start_time: u64) -> Option<u64> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_micros();
+    let now = u64::try_from(now).ok()?;
+    now.checked_sub(start_time).map(|us| us / 1_000_000)
+}
+
+/// Not read on macOS (it would take the environment part of `KERN_PROCARGS2`), so a
+/// run's marker is never seen here: see `marker`.
+pub(super) fn environ(_pid: i32) -> Option<Vec<(String, String)>> {
+    None
+}
+
 /// Linux's parent-death signal has no macOS counterpart; the start-up sweep covers it.
 pub(super) fn arm_parent_death_signal(_parent: i32) -> io::Result<()> {
     Ok(())

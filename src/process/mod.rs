@@ -1,12 +1,13 @@
 //! Process groups: spawn a run as its own group, signal it, tell when it is empty,
-//! reap children, and identify a process by (PID, start time).
+//! reap children, and identify a process by (PID, start time); beside them the run
+//! marker ([`marker`]), the one blocking stop routine outside the actor ([`stop`]) and
+//! stray detection ([`strays`]), which the start-up sweep and `paiosctl doctor` share.
 //!
 //! Every OS-specific read lives in `linux.rs` or `macos.rs`; everything else here is
 //! portable. The supervisor never touches a PID without going through this module.
-//! process-wrap is used only here (its API changed in 10.0), and only to start the
-//! leader of a new group: its group `wait()` would reap with `waitpid(-pgid)`, which
-//! must not race the one `waitpid(-1)` reaper in [`reap`], so its handle is dropped at
-//! once (dropping it neither kills nor waits).
+//! A leader is put in its own group with std's `CommandExt::process_group`; no child is
+//! ever waited for by its own handle, because one `waitpid(-1)` reaper ([`reap`], and
+//! [`watch`] for the children others wait for) collects them all.
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -18,6 +19,9 @@ mod macos;
 #[cfg(target_os = "macos")]
 use macos as os;
 
+pub mod marker;
+pub mod stop;
+pub mod strays;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -25,13 +29,12 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use process_wrap::std::{ProcessGroup, StdCommandWrap};
 
 /// A process as paiosd knows it: PID plus the kernel's start time, so a PID reused by
 /// another program is never mistaken for the one recorded.
@@ -59,6 +62,8 @@ pub struct Spawned {
     pub pgid: i32,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// The write end of its stdin, from [`spawn_with_input`] only (else stdin is /dev/null).
+    pub stdin: Option<OwnedFd>,
 }
 
 /// How a child ended, as `waitpid` told.
@@ -110,6 +115,80 @@ impl ProcInfo {
 /// follows the thread, not the process); paiosd spawns from its main thread, so this
 /// means "when paiosd dies".
 pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
+    spawn_inner(spec, false)
+}
+
+/// Like [`spawn`], but stdin is a pipe whose write end is returned in
+/// [`Spawned::stdin`] (close-on-exec too): for a child that is handed its input.
+pub fn spawn_with_input(spec: &SpawnSpec) -> io::Result<Spawned> {
+    spawn_inner(spec, true)
+}
+
+fn spawn_inner(spec: &SpawnSpec, input: bool) -> io::Result<Spawned> {
+    let program = check_spec(spec)?;
+    let parent = std::process::id() as i32;
+    let mut cmd = Command::new(program);
+    cmd.args(&spec.argv[1..])
+        .envs(&spec.env)
+        .stdin(if input { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    // SAFETY: the hook runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed. `child_after_fork` makes only raw syscalls
+    // (sigprocmask, sigaction, prctl, getppid), allocates nothing, takes no lock and
+    // touches no state shared with the parent; `parent` is a copied integer.
+    unsafe {
+        cmd.pre_exec(move || child_after_fork(parent));
+    }
+    let mut child = cmd.spawn().map_err(|e| spawn_error(program, e))?;
+
+    let pid = child.id() as i32;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let stdin = child.stdin.take();
+    // Dropping the handle neither kills nor waits, and the child stays ours to reap
+    // with `reap()`.
+    drop(child);
+    let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
+        // Cannot happen with `Stdio::piped()`; the group must not leak if it somehow does.
+        let _ = signal_group(pid, libc::SIGKILL);
+        return Err(io::Error::other(format!(
+            "started {program:?} (PID {pid}) but its output pipes were missing; killed it"
+        )));
+    };
+    if input && stdin.is_none() {
+        let _ = signal_group(pid, libc::SIGKILL);
+        return Err(io::Error::other(format!(
+            "started {program:?} (PID {pid}) but its input pipe was missing; killed it"
+        )));
+    }
+
+    // The leader can have exited already (it is then our zombie until `reap`), and the
+    // kernel still keeps its start time, so the identity is always complete.
+    let Some((start, _state)) = os::start_and_state(pid) else {
+        let _ = signal_group(pid, libc::SIGKILL);
+        return Err(io::Error::other(format!(
+            "started {program:?} as PID {pid} but could not read its start time"
+        )));
+    };
+    Ok(Spawned {
+        leader: Identity {
+            pid,
+            start_time: start,
+        },
+        pgid: pid,
+        stdout: stdout.into(),
+        stderr: stderr.into(),
+        stdin: stdin.map(OwnedFd::from),
+    })
+}
+
+/// The program to run, once the spec is known to be startable.
+fn check_spec(spec: &SpawnSpec) -> io::Result<&str> {
     let Some(program) = spec.argv.first() else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -145,59 +224,7 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
             }
         }
     }
-
-    let parent = std::process::id() as i32;
-    let mut command = StdCommandWrap::with_new(program, |cmd| {
-        cmd.args(&spec.argv[1..])
-            .envs(&spec.env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(cwd) = &spec.cwd {
-            cmd.current_dir(cwd);
-        }
-        // SAFETY: the hook runs in the forked child before exec, where only
-        // async-signal-safe calls are allowed. `child_after_fork` makes only raw
-        // syscalls (sigprocmask, sigaction, prctl, getppid), allocates nothing, takes no
-        // lock and touches no state shared with the parent; `parent` is a copied integer.
-        unsafe {
-            cmd.pre_exec(move || child_after_fork(parent));
-        }
-    });
-    command.wrap(ProcessGroup::leader());
-    let mut child = command.spawn().map_err(|e| spawn_error(program, e))?;
-
-    let pid = child.id() as i32;
-    let stdout = child.stdout().take();
-    let stderr = child.stderr().take();
-    // Dropping the handle neither kills nor waits (no KillOnDrop wrapper here), and the
-    // child stays ours to reap with `reap()`.
-    drop(child);
-    let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
-        // Cannot happen with `Stdio::piped()`; the group must not leak if it somehow does.
-        let _ = signal_group(pid, libc::SIGKILL);
-        return Err(io::Error::other(format!(
-            "started {program:?} (PID {pid}) but its output pipes were missing; killed it"
-        )));
-    };
-
-    // The leader can have exited already (it is then our zombie until `reap`), and the
-    // kernel still keeps its start time, so the identity is always complete.
-    let Some((start, _state)) = os::start_and_state(pid) else {
-        let _ = signal_group(pid, libc::SIGKILL);
-        return Err(io::Error::other(format!(
-            "started {program:?} as PID {pid} but could not read its start time"
-        )));
-    };
-    Ok(Spawned {
-        leader: Identity {
-            pid,
-            start_time: start,
-        },
-        pgid: pid,
-        stdout: stdout.into(),
-        stderr: stderr.into(),
-    })
+    Ok(program)
 }
 
 fn spawn_error(program: &str, e: io::Error) -> io::Error {
@@ -270,15 +297,6 @@ pub fn group_alive(pgid: i32) -> bool {
 /// PIDs of the live (non-zombie) members of group `pgid`.
 pub fn group_members(pgid: i32) -> Vec<i32> {
     live_members(pgid).into_iter().map(|(pid, _)| pid).collect()
-}
-
-/// Resident memory of the live members of group `pgid`, in bytes; members that vanish
-/// while being read count as 0.
-pub fn group_rss(pgid: i32) -> u64 {
-    live_members(pgid)
-        .into_iter()
-        .filter_map(|(pid, _)| os::rss_bytes(pid))
-        .sum()
 }
 
 /// Resident memory of every process group with live members, in bytes, from one scan
@@ -512,7 +530,6 @@ mod tests {
         }));
         assert!(list_processes().iter().any(|p| p.pid == me));
         assert!(group_members(info.pgid).contains(&me));
-        assert!(group_rss(info.pgid) > 0);
         assert!(rss_by_group().get(&info.pgid).is_some_and(|&rss| rss > 0));
         assert!(!group_all_stopped(info.pgid));
     }

@@ -12,7 +12,6 @@ use chrono::Utc;
 
 use super::sweep::{self, Escaped, RunRef};
 use super::Supervisor;
-use crate::doctor;
 use crate::process;
 use crate::state::{LiveRun, StateDb};
 
@@ -50,13 +49,13 @@ impl Supervisor {
         if runs.is_empty() {
             return;
         }
-        let instance = doctor::instance_id(&self.dirs.state);
+        let instance = process::marker::instance_id(&self.dirs.state);
         let found = sweep::find_escapees(
             &runs,
             &known,
             &process::list_processes(),
             std::process::id() as i32,
-            &doctor::marker,
+            &process::marker::marker,
             &instance,
         );
         for e in found {

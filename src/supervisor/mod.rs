@@ -70,7 +70,8 @@ pub async fn run(dirs: Dirs) -> anyhow::Result<()> {
     // A state file missing where a previous paiosd has left its ledger means its records
     // were lost (deleted between a kill and this start): sweep by stray detection then.
     // Looked at before the ledger is opened, which creates its file.
-    let state_missing = !dirs.state_db().exists() && sweep::previous_paiosd_ran(&dirs.ledger_db());
+    let state_missing =
+        !dirs.state_db().exists() && crate::ledger::query::previous_paiosd_ran(&dirs.ledger_db());
     let ledger = Ledger::open(&dirs.ledger_db(), config.global.ledger);
     let logs = Logs::start(&dirs.logs);
     let (state_db, mut state_problem) = StateDb::open_or_recreate(&dirs.state_db());
@@ -361,7 +362,7 @@ impl Supervisor {
             .map(|(n, s)| (n.clone(), s.cfg.clone()))
             .collect();
         for ended in sweep::sweep_strays(&services, &self.dirs.state) {
-            let detail = crate::doctor::describe_ended(&ended);
+            let detail = crate::process::strays::describe_ended(&ended);
             tracing::warn!(service = %ended.stray.service, "ended a stray: {detail}");
             self.record_event(
                 &ended.stray.service,
@@ -406,7 +407,7 @@ impl Supervisor {
         let mut env = svc.cfg.env.clone();
         // The marker every process of the run inherits: how doctor and the fallback
         // sweep recognise it even after its leader is gone.
-        env.extend(crate::doctor::marker_env(&self.dirs.state, name));
+        env.extend(crate::process::marker::marker_env(&self.dirs.state, name));
         let spec = SpawnSpec {
             argv: svc.cfg.argv.clone(),
             cwd: svc.cfg.cwd.clone(),

@@ -5,7 +5,7 @@
 //!
 //! Two more things live here because they close the same hole. When the records are
 //! gone (`state.sqlite` deleted or corrupt between a kill and the next start),
-//! [`sweep_strays`] falls back to `doctor`'s stray detection for the configured
+//! [`sweep_strays`] falls back to `process::strays` for the configured
 //! services. And a process that left its run's group (`setsid`) is found by ancestry
 //! with [`find_escapees`]: while the run's leader lives the escapee descends from a
 //! member of the group; once the leader is gone, paiosd (a child subreaper on Linux)
@@ -16,10 +16,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::ServiceConfig;
-use crate::doctor::{self, Marker};
+use crate::process::marker::Marker;
+use crate::process::stop::{self, Stop, Target};
+use crate::process::strays::{self, Ended, Supervision};
 use crate::process::{self, Identity, ProcInfo};
 use crate::state::LiveRun;
 
@@ -69,105 +71,61 @@ pub struct Swept {
 /// signal and grace, then SIGKILL; returns once every group is empty (or after the longest
 /// grace plus a bound).
 pub fn sweep(runs: Vec<LiveRun>) -> Vec<Swept> {
-    let start = Instant::now();
-    let mut swept: Vec<Swept> = runs
-        .into_iter()
-        .map(|run| {
-            let leader_now = process::start_time(run.pgid);
-            let found = identify(&run, leader_now, process::group_members(run.pgid));
-            if let Found::Ours(members) = &found {
-                tracing::warn!(
-                    service = %run.service,
-                    pgid = run.pgid,
-                    "left running by a previous paiosd ({} processes); ending it",
-                    members.len()
-                );
-                let _ = process::signal_group(run.pgid, libc::SIGCONT);
-                let _ = process::signal_group(run.pgid, run.stop_signal);
-            }
-            Swept {
-                run,
-                found,
-                killed: false,
-                survivors: Vec::new(),
-            }
-        })
-        .collect();
-
-    let mut delay = Duration::from_millis(1);
-    loop {
-        // Whatever of theirs was re-parented to paiosd is reaped so it does not count as alive.
-        let _ = process::watch::reap_and_deliver();
-        let mut pending = false;
-        for s in swept
-            .iter_mut()
-            .filter(|s| matches!(s.found, Found::Ours(_)))
-        {
-            if !process::group_alive(s.run.pgid) {
-                continue;
-            }
-            let grace = Duration::from_millis(s.run.grace_ms);
-            if !s.killed && start.elapsed() >= grace {
-                s.killed = true;
-                let _ = process::signal_group(s.run.pgid, libc::SIGKILL);
-            }
-            if start.elapsed() < grace + Duration::from_secs(5) {
-                pending = true;
-            } else {
-                s.survivors = process::group_members(s.run.pgid);
-            }
+    let mut swept = Vec::with_capacity(runs.len());
+    let mut stops = Vec::new();
+    for run in runs {
+        let leader_now = process::start_time(run.pgid);
+        let found = identify(&run, leader_now, process::group_members(run.pgid));
+        if let Found::Ours(members) = &found {
+            tracing::warn!(
+                service = %run.service,
+                pgid = run.pgid,
+                "left running by a previous paiosd ({} processes); ending it",
+                members.len()
+            );
+            stops.push((
+                swept.len(),
+                Stop {
+                    target: Target::Group {
+                        pgid: run.pgid,
+                        leader: Identity {
+                            pid: run.pid,
+                            start_time: run.start_time,
+                        },
+                    },
+                    signal: run.stop_signal,
+                    grace: Duration::from_millis(run.grace_ms),
+                },
+            ));
         }
-        if !pending {
-            break;
-        }
-        std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_millis(20));
+        swept.push(Swept {
+            run,
+            found,
+            killed: false,
+            survivors: Vec::new(),
+        });
+    }
+    let orders: Vec<Stop> = stops.iter().map(|(_, stop)| *stop).collect();
+    for ((i, _), done) in stops.iter().zip(stop::stop_all(&orders)) {
+        swept[*i].killed = done.killed;
+        swept[*i].survivors = done.survivors;
     }
     swept
 }
 
-/// The identity paiosd recorded for a run's leader.
-pub fn leader(run: &LiveRun) -> Identity {
-    Identity {
-        pid: run.pid,
-        start_time: run.start_time,
-    }
-}
-
-/// Ends, before anything starts, the strays of the configured services that `doctor`
-/// finds (its stray detection with nothing supervised yet): the fallback when the
-/// records of the previous paiosd are lost.
-pub fn sweep_strays(
-    services: &BTreeMap<String, ServiceConfig>,
-    state_dir: &Path,
-) -> Vec<doctor::Ended> {
-    let strays = doctor::strays(services, state_dir, &doctor::Supervision::default());
-    if strays.is_empty() {
+/// Ends, before anything starts, the strays of the configured services (stray
+/// detection with nothing supervised yet): the fallback when the records of the
+/// previous paiosd are lost.
+pub fn sweep_strays(services: &BTreeMap<String, ServiceConfig>, state_dir: &Path) -> Vec<Ended> {
+    let patterns = services
+        .iter()
+        .map(|(name, svc)| (name.clone(), svc.stray_pattern()))
+        .collect();
+    let found = strays::strays(&patterns, state_dir, &Supervision::default());
+    if found.is_empty() {
         return Vec::new();
     }
-    doctor::end_strays(&strays, services)
-}
-
-/// Whether a paiosd ran on this state directory before: its ledger holds a
-/// `daemon_start`. With `state.sqlite` missing too, the records of that paiosd were
-/// lost. A ledger that exists but cannot be read counts as yes (better one needless
-/// stray search than a missed one); `paiosctl doctor --kill` alone creating the ledger
-/// does not.
-pub fn previous_paiosd_ran(ledger: &Path) -> bool {
-    use crate::ledger::query::{Filter, Reader};
-    if !ledger.exists() {
-        return false;
-    }
-    let Ok(reader) = Reader::open(ledger) else {
-        return true;
-    };
-    let filter = Filter {
-        service: None,
-        since: None,
-        outcomes: vec!["daemon_start".into()],
-        limit: Some(1),
-    };
-    reader.list(&filter).map_or(true, |found| !found.is_empty())
+    strays::end_strays(&found, &patterns)
 }
 
 /// A process found outside its run's group.

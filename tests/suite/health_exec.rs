@@ -300,7 +300,7 @@ async fn rss_is_summed_per_group_in_one_scan() {
     assert!(group > 0, "group RSS 0");
     // The one-scan figure agrees with the process module's per-group sum (sleeping
     // processes barely move; allow a page or so per member).
-    let direct = process::group_rss(pgid);
+    let direct = process::rss_of(&[pgid]).get(&pgid).copied().unwrap_or(0);
     let slack = 64 * 1024 * members.len() as u64;
     assert!(group.abs_diff(direct) <= slack, "{group} vs {direct}");
     assert_eq!(rss.len(), 1);

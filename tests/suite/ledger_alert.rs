@@ -371,3 +371,43 @@ fn an_empty_command_is_refused() {
     assert!(Alerter::new(Vec::new(), ledger.clone(), AlertSettings::default()).is_err());
     ledger.close(Duration::from_secs(1));
 }
+
+/// An alert command starts with default signal dispositions, like every run paiosd
+/// spawns: a signal ignored by paiosd (say, under `nohup`) is not ignored by it.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_command_does_not_inherit_ignored_signals() {
+    // SAFETY: SIG_IGN installs no handler code; nothing in this binary uses SIGUSR2.
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGUSR2,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    }
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, _path) = open_ledger(dir.path());
+    let out = dir.path().join("ignored");
+    let script = format!(
+        "grep '^SigIgn:' /proc/self/status > {0}.tmp && mv {0}.tmp {0}",
+        out.display()
+    );
+    let alerter = Alerter::new(
+        sh(script),
+        ledger.clone(),
+        settings(Duration::from_secs(10)),
+    )
+    .unwrap();
+    assert_eq!(alerter.send(alert("storm", t0())), Sent::Queued);
+    wait_until("the alert output", Duration::from_secs(10), || out.exists());
+    let line = std::fs::read_to_string(&out).unwrap();
+    let mask = line
+        .trim()
+        .strip_prefix("SigIgn:")
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("unexpected status line {line:?}"));
+    let bit = 1u64 << (libc::SIGUSR2 - 1);
+    assert_eq!(mask & bit, 0, "SIGUSR2 is ignored in the alert: {line:?}");
+    alerter.close(Duration::from_secs(5));
+    ledger.close(Duration::from_secs(5));
+}

@@ -1,4 +1,5 @@
-//! `process::reap()` and `become_subreaper()` against real children.
+//! `process::reap()`, `become_subreaper()` and the blocking stop routine
+//! (`process::stop::stop_all`, which reaps as it waits) against real children.
 //!
 //! `reap()` is `waitpid(-1)`: it collects *any* child of its process. So each test runs
 //! in a fresh process of its own (`ran_in_own_process`), and every assertion still looks
@@ -10,7 +11,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{fixture_path, ran_in_own_process, wait_until, GroupGuard};
-use paios::process::{self, ExitStatus, SpawnSpec};
+use paios::process::stop::{self, Stop, Target};
+use paios::process::{self, ExitStatus, Identity, SpawnSpec};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -144,4 +146,141 @@ fn become_subreaper_succeeds() {
     }
     process::become_subreaper().unwrap();
     process::become_subreaper().unwrap();
+}
+
+fn group_target(run: &process::Spawned) -> Target {
+    Target::Group {
+        pgid: run.pgid,
+        leader: run.leader,
+    }
+}
+
+fn first_line(run: &mut process::Spawned) -> Option<String> {
+    let stdout = std::mem::replace(
+        &mut run.stdout,
+        std::fs::File::open("/dev/null").unwrap().into(),
+    );
+    common::LineReader::new(stdout).line(WAIT)
+}
+
+#[test]
+fn stop_all_ends_groups_with_their_signal_and_kills_the_stubborn_after_grace() {
+    if ran_in_own_process(module_path!(), "stop_all_ends_groups_with_their_signal_and_kills_the_stubborn_after_grace") {
+        return;
+    }
+    let mut guard = GroupGuard::new();
+    let dir = tempfile::tempdir().unwrap();
+    let pids_file = dir.path().join("pids");
+    let mut forker = spec(&["forker", "2"]);
+    forker
+        .env
+        .insert("FIXTURE_PIDS".into(), pids_file.display().to_string());
+    let polite = process::spawn(&forker).unwrap();
+    guard.spawned(&polite);
+    let mut stubborn = process::spawn(&spec(&["stubborn"])).unwrap();
+    guard.spawned(&stubborn);
+    assert_eq!(first_line(&mut stubborn).as_deref(), Some("ready"));
+    assert!(wait_until(WAIT, || common::read_pids(&pids_file).len() >= 5));
+    guard.pids_from(&pids_file);
+
+    let grace = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let done = stop::stop_all(&[
+        Stop {
+            target: group_target(&polite),
+            signal: libc::SIGTERM,
+            grace,
+        },
+        Stop {
+            target: group_target(&stubborn),
+            signal: libc::SIGTERM,
+            grace,
+        },
+    ]);
+    assert!(
+        started.elapsed() >= grace,
+        "the stubborn group got its grace"
+    );
+    assert_eq!(done.len(), 2);
+    assert!(!done[0].killed, "SIGTERM was enough: {:?}", done[0]);
+    assert!(done[1].killed, "SIGTERM is ignored: {:?}", done[1]);
+    assert!(done.iter().all(|d| d.survivors.is_empty()), "{done:?}");
+    assert!(!process::group_alive(polite.pgid));
+    assert!(!process::group_alive(stubborn.pgid));
+    for pid in common::read_pids(&pids_file) {
+        assert!(process::start_time(pid).is_none(), "{pid} survived");
+    }
+}
+
+#[test]
+fn stop_all_never_touches_a_reused_pid() {
+    if ran_in_own_process(module_path!(), "stop_all_never_touches_a_reused_pid") {
+        return;
+    }
+    let mut guard = GroupGuard::new();
+    let mut run = process::spawn(&spec(&["stubborn"])).unwrap();
+    guard.spawned(&run);
+    assert_eq!(first_line(&mut run).as_deref(), Some("ready"));
+    // What was recorded started at another time: the numbers were handed on since.
+    let recorded = Identity {
+        pid: run.leader.pid,
+        start_time: run.leader.start_time.saturating_sub(1),
+    };
+    let done = stop::stop_all(&[
+        Stop {
+            target: Target::Group {
+                pgid: run.pgid,
+                leader: recorded,
+            },
+            signal: libc::SIGKILL,
+            grace: Duration::ZERO,
+        },
+        Stop {
+            target: Target::Process(recorded),
+            signal: libc::SIGKILL,
+            grace: Duration::ZERO,
+        },
+    ]);
+    assert!(done.iter().all(|d| d.survivors.is_empty()), "{done:?}");
+    assert!(
+        process::is_alive(run.leader),
+        "another program's process was signalled"
+    );
+    assert!(process::group_alive(run.pgid));
+}
+
+#[test]
+fn stop_all_ends_a_single_process_and_not_its_group() {
+    if ran_in_own_process(module_path!(), "stop_all_ends_a_single_process_and_not_its_group") {
+        return;
+    }
+    let mut guard = GroupGuard::new();
+    let dir = tempfile::tempdir().unwrap();
+    let pids_file = dir.path().join("pids");
+    let mut forker = spec(&["forker", "1"]);
+    forker
+        .env
+        .insert("FIXTURE_PIDS".into(), pids_file.display().to_string());
+    let run = process::spawn(&forker).unwrap();
+    guard.spawned(&run);
+    assert!(wait_until(WAIT, || common::read_pids(&pids_file).len() >= 3));
+    guard.pids_from(&pids_file);
+    let child = common::read_pids(&pids_file)
+        .into_iter()
+        .find(|&pid| pid != run.leader.pid)
+        .and_then(process::proc_info)
+        .expect("the forked child")
+        .identity();
+
+    let done = stop::stop_all(&[Stop {
+        target: Target::Process(child),
+        signal: libc::SIGTERM,
+        grace: Duration::from_secs(5),
+    }]);
+    assert_eq!(done[0].survivors, Vec::<i32>::new());
+    assert!(!process::is_alive(child));
+    assert!(
+        process::is_alive(run.leader),
+        "only the one process was stopped"
+    );
 }
