@@ -22,5 +22,5 @@ pub mod process;
 mod sqlite;
 pub mod state;
 pub mod supervisor;
-pub mod tasks;
+pub mod units;
 mod worker;

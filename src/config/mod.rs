@@ -65,8 +65,9 @@
 //! | `logs.timestamps` | bool | `false`: prefix each line with the time |
 //! | `logs.streams` | bool | `false`: mark each line `out`/`err` |
 //!
-//! Durations: a whole number and a unit, `ms`, `s`, `m`, `h`, `d`, combinable from
-//! largest to smallest (`1m30s`), at most 100 years. Sizes: bytes as an integer or
+//! Durations: a whole number and a unit, `ms`, `s`, `m`, `h`, `d`, `w`, combinable
+//! from largest to smallest (`1m30s`), at most 100 years (the same grammar as
+//! `--since` on the command line). Sizes: bytes as an integer or
 //! `B`, binary `KiB` `MiB` `GiB` `TiB` (powers of 1024) and decimal `KB` `MB` `GB`
 //! `TB` (powers of 1000). Expansion: a leading `~`, and `${NAME}` from paiosd's
 //! environment (unset is an error); `$${` is a literal `${`, and any other `$` is
@@ -89,7 +90,6 @@ pub mod probe;
 mod reader;
 pub mod schedule;
 mod service;
-pub mod units;
 
 pub use service::{parse_signal, signal_name};
 
@@ -597,7 +597,7 @@ fn read_text(path: &Path) -> Result<Option<String>, ConfigError> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(file_error(
             path,
-            format!("is larger than {}", units::format_size(MAX_FILE_BYTES)),
+            format!("is larger than {}", crate::units::format_size(MAX_FILE_BYTES)),
             Some("a service file is a few lines of TOML".into()),
         ));
     }
@@ -673,7 +673,7 @@ pub fn summary_at(svc: &ServiceConfig, now: DateTime<Utc>) -> String {
         extra.push(format!("health={probe}"));
     }
     if let Some(limit) = svc.memory.and_then(|m| m.limit) {
-        extra.push(format!("memory<={}", units::format_size(limit)));
+        extra.push(format!("memory<={}", crate::units::format_size(limit)));
     }
     if let Some(task) = &svc.task {
         extra.push(format!("schedule=\"{}\"", task.schedule));

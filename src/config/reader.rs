@@ -17,7 +17,7 @@ use std::time::Duration;
 use toml_edit::{Item, TableLike, Value};
 
 use super::expand::{expand, EnvLookup};
-use super::units;
+use crate::units;
 use super::ConfigError;
 
 /// One file being read: its text for line/column, the errors found so far, and the

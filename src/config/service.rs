@@ -403,8 +403,8 @@ fn read_restart(s: &Section<'_>, is_task: bool) -> Option<RestartConfig> {
                         f.error_help(
                             format!(
                                 "`max` ({}) is shorter than `initial` ({})",
-                                super::units::format_duration(backoff.max),
-                                super::units::format_duration(backoff.initial)
+                                crate::units::format_duration(backoff.max),
+                                crate::units::format_duration(backoff.initial)
                             ),
                             "the delay grows from `initial` up to `max`",
                         );
@@ -641,7 +641,7 @@ fn read_memory(s: &Section<'_>) -> Option<MemoryConfig> {
         }
     }
     if let Some(f) = s.get("growth_alert") {
-        match f.str("\"10MiB/h\"").map(super::units::parse_rate) {
+        match f.str("\"10MiB/h\"").map(crate::units::parse_rate) {
             Some(Ok(rate)) => cfg.growth_alert = Some(rate),
             Some(Err(e)) => {
                 f.error(e);

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::HealthConfig;
 
-pub use probe::{human_duration, probe_once};
+pub use probe::probe_once;
 
 /// The shortest gap between probe starts, whatever the config says: an `interval` of
 /// zero must not turn a prober into a busy loop.

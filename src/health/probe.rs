@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 
 use crate::config::Probe;
 use crate::process::{self, watch, ExitStatus, SpawnSpec};
+use crate::units::format_duration;
 
 /// Body bytes read from an HTTP answer before the connection is dropped: the status is
 /// what counts, and a health endpoint that streams forever must not keep the probe busy.
@@ -43,24 +44,13 @@ pub async fn probe_once(probe: &Probe, timeout: Duration) -> Result<(), String> 
     }
 }
 
-/// A duration the way config files write it: `2s`, `500ms`, `1m30s` stays `90s`.
-pub fn human_duration(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else if d.subsec_nanos() % 1_000_000 == 0 || d >= Duration::from_millis(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{}µs", d.as_micros())
-    }
-}
-
 async fn with_timeout(
     timeout: Duration,
     probe: impl std::future::Future<Output = Result<(), String>>,
 ) -> Result<(), String> {
     match tokio::time::timeout(timeout, probe).await {
         Ok(result) => result,
-        Err(_) => Err(format!("timed out after {}", human_duration(timeout))),
+        Err(_) => Err(format!("timed out after {}", format_duration(timeout))),
     }
 }
 
@@ -402,7 +392,7 @@ async fn exec_probe(argv: &[String], timeout: Duration) -> Result<(), String> {
         tokio::select! {
             status = &mut exited => break status,
             _ = &mut deadline => {
-                return Err(format!("killed after timeout of {}", human_duration(timeout)));
+                return Err(format!("killed after timeout of {}", format_duration(timeout)));
             }
             _ = stdout.read_some() => {}
             _ = stderr.read_some() => {}
@@ -426,14 +416,6 @@ async fn exec_probe(argv: &[String], timeout: Duration) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_like_config() {
-        assert_eq!(human_duration(Duration::from_secs(2)), "2s");
-        assert_eq!(human_duration(Duration::from_millis(500)), "500ms");
-        assert_eq!(human_duration(Duration::from_millis(1500)), "1500ms");
-        assert_eq!(human_duration(Duration::from_micros(3)), "3µs");
-    }
 
     #[test]
     fn urls_are_split_for_connecting() {

@@ -15,12 +15,14 @@
 
 use std::io::{self, Write};
 use std::path::Path;
+use std::time::Duration;
 
 use chrono::{DateTime, Local, Utc};
 
 use super::query::{parse_since, Entry, Filter, Reader};
 use super::schema::LedgerError;
 use super::CRASH_OUTCOMES;
+use crate::units;
 
 /// Entries a person sees without `--limit`.
 const HUMAN_LIMIT: u64 = 50;
@@ -393,18 +395,12 @@ fn local_time(text: &str) -> String {
     }
 }
 
-/// `850ms`, `12.3s`, `3m12s`, `2h05m`, `1d03h`.
-pub fn duration_text(ms: i64) -> String {
-    if ms < 0 {
-        return "-".into();
-    }
-    let s = ms / 1000;
-    match ms {
-        0..=999 => format!("{ms}ms"),
-        1_000..=59_999 => format!("{}.{}s", s, (ms % 1000) / 100),
-        60_000..=3_599_999 => format!("{}m{:02}s", s / 60, s % 60),
-        3_600_000..=86_399_999 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+/// A stored duration in milliseconds, rounded for reading (`850ms`, `3m12s`, `2h5m`);
+/// `-` for a negative one, which only a damaged row can hold.
+fn duration_text(ms: i64) -> String {
+    match u64::try_from(ms) {
+        Ok(ms) => units::format_duration_rounded(Duration::from_millis(ms)),
+        Err(_) => "-".into(),
     }
 }
 
@@ -438,10 +434,10 @@ mod tests {
     #[test]
     fn durations_read_at_a_glance() {
         assert_eq!(duration_text(850), "850ms");
-        assert_eq!(duration_text(12_345), "12.3s");
+        assert_eq!(duration_text(12_345), "12s345ms");
         assert_eq!(duration_text(192_000), "3m12s");
-        assert_eq!(duration_text(7_500_000), "2h05m");
-        assert_eq!(duration_text(97_200_000), "1d03h");
+        assert_eq!(duration_text(7_500_000), "2h5m");
+        assert_eq!(duration_text(97_200_000), "1d3h");
         assert_eq!(duration_text(-1), "-");
     }
 
