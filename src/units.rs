@@ -274,9 +274,15 @@ mod tests {
         assert!(parse_duration("36500d").is_ok());
         assert!(parse_duration("5214w").is_ok());
         assert!(parse_duration("5214w2d").is_ok());
-        assert!(parse_duration("5214w3d").unwrap_err().contains("at most 36500d"));
-        assert!(parse_duration("1d1w").unwrap_err().contains("largest to smallest"));
-        assert!(parse_duration("1y").unwrap_err().contains("unknown unit `y`"));
+        assert!(parse_duration("5214w3d")
+            .unwrap_err()
+            .contains("at most 36500d"));
+        assert!(parse_duration("1d1w")
+            .unwrap_err()
+            .contains("largest to smallest"));
+        assert!(parse_duration("1y")
+            .unwrap_err()
+            .contains("unknown unit `y`"));
     }
 
     #[test]

@@ -128,7 +128,7 @@ struct LogsArgs {
     /// Keep printing new lines as they are written.
     #[arg(short, long)]
     follow: bool,
-    /// Only lines written since then: `10m`, `2h`, `1d` ago, or an RFC 3339 time.
+    /// Only lines written since then: `10m`, `2h`, `1d`, `1w` ago, or an RFC 3339 time.
     /// Needs `timestamps = true` in the service's `[logs]`; unstamped lines always show.
     #[arg(long, value_name = "WHEN")]
     since: Option<String>,

@@ -597,7 +597,10 @@ fn read_text(path: &Path) -> Result<Option<String>, ConfigError> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(file_error(
             path,
-            format!("is larger than {}", crate::units::format_size(MAX_FILE_BYTES)),
+            format!(
+                "is larger than {}",
+                crate::units::format_size(MAX_FILE_BYTES)
+            ),
             Some("a service file is a few lines of TOML".into()),
         ));
     }

@@ -17,8 +17,8 @@ use std::time::Duration;
 use toml_edit::{Item, TableLike, Value};
 
 use super::expand::{expand, EnvLookup};
-use crate::units;
 use super::ConfigError;
+use crate::units;
 
 /// One file being read: its text for line/column, the errors found so far, and the
 /// environment used for expansion.
