@@ -91,8 +91,6 @@ mod reader;
 pub mod schedule;
 mod service;
 
-pub use service::{parse_signal, signal_name};
-
 /// Everything read from a config directory: the valid services and every error.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {

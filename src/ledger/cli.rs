@@ -32,8 +32,8 @@ const HUMAN_LIMIT: u64 = 50;
 pub struct LedgerArgs {
     /// Only this service or task (`paiosd` for the daemon's own events).
     pub name: Option<String>,
-    /// Only entries since then: `30m`, `2h`, `1d`, `1w` ago, a date `2026-11-24` (local) or a time
-    /// `2026-11-24T08:00:00Z`.
+    /// Only entries since then: `30m`, `2h`, `1d`, `1w` ago, a date `2026-11-24` (local)
+    /// or a time `2026-11-24T08:00:00Z`.
     #[arg(long, value_name = "WHEN")]
     pub since: Option<String>,
     /// Only these outcomes or events, comma-separated (`crashed,hung`, `gave_up`).
