@@ -17,6 +17,7 @@ pub mod health;
 pub mod ledger;
 pub mod lock;
 pub mod logs;
+pub mod names;
 pub mod policy;
 pub mod process;
 mod sqlite;

@@ -7,9 +7,11 @@
 //! capped at 100 years: larger values would overflow `Instant + Duration` somewhere
 //! downstream and are never what a person meant.
 //!
-//! Formatting comes in two precisions of the same notation: exact, for a value a
-//! person configured (it reads back to the same duration), and rounded to the two
-//! largest units, for a value that was measured (an uptime, how long a run lasted).
+//! Durations are written with the unit words they are read in, at one of three
+//! precisions: exact, for a value a person configured (it reads back to the same
+//! duration); the two largest units, for a measured value read at a glance (an
+//! uptime, an age); and a fixed shape for a table column (how long each run lasted).
+//! Sizes: exact for configured values, one decimal for measured ones.
 
 use std::time::Duration;
 
@@ -160,6 +162,21 @@ pub fn format_duration(d: Duration) -> String {
 /// uptimes, ages, how long a run lasted.
 pub fn format_duration_rounded(d: Duration) -> String {
     write_duration(d, 2)
+}
+
+/// Renders a duration for a table column, where every row has the same shape: the
+/// two largest units with the second zero-padded (`3m12s`, `2h05m`, `1d03h`, `1m00s`),
+/// tenths below a minute (`12.3s`) and milliseconds below a second (`850ms`).
+pub fn format_duration_column(d: Duration) -> String {
+    let ms = d.as_millis();
+    let s = ms / 1000;
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1_000..=59_999 => format!("{}.{}s", s, (ms % 1000) / 100),
+        60_000..=3_599_999 => format!("{}m{:02}s", s / 60, s % 60),
+        3_600_000..=86_399_999 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
 }
 
 /// Up to `units` consecutive units, starting at the largest one that is not zero.
@@ -351,13 +368,23 @@ mod tests {
         let ms = |n| format_duration_rounded(Duration::from_millis(n));
         assert_eq!(ms(850), "850ms");
         assert_eq!(ms(12_345), "12s345ms");
-        assert_eq!(ms(192_000), "3m12s");
         assert_eq!(ms(7_500_000), "2h5m");
-        assert_eq!(ms(97_200_000), "1d3h");
         // What it writes is a duration that parses.
         for n in [1, 999, 61_001, 90_061_001] {
             assert!(parse_duration(&ms(n)).is_ok(), "{n}");
         }
+    }
+
+    #[test]
+    fn column_durations_keep_one_shape() {
+        let ms = |n| format_duration_column(Duration::from_millis(n));
+        assert_eq!(ms(0), "0ms");
+        assert_eq!(ms(850), "850ms");
+        assert_eq!(ms(12_345), "12.3s");
+        assert_eq!(ms(60_000), "1m00s");
+        assert_eq!(ms(192_000), "3m12s");
+        assert_eq!(ms(7_500_000), "2h05m");
+        assert_eq!(ms(97_200_000), "1d03h");
     }
 
     #[test]

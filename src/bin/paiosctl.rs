@@ -20,6 +20,7 @@ use paios::control::protocol::{ErrorBody, Reply, Request, Response, Target};
 use paios::control::render;
 use paios::dirs::Dirs;
 use paios::ledger::LedgerStats;
+use paios::names::is_service_name;
 
 /// Control paiosd, the supervisor of this machine's services.
 #[derive(Debug, Parser)]
@@ -468,18 +469,9 @@ fn lock_released(path: &Path) -> io::Result<bool> {
     }
 }
 
-/// Service names are file stems of letters, digits, `-` and `_`; anything else would
-/// make a log path outside the log directory.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
 fn logs(dir: &Path, config: &Path, args: &LogsArgs, json: bool) -> Outcome {
     let names: Vec<String> = match &args.name {
-        Some(name) if !valid_name(name) => {
+        Some(name) if !is_service_name(name) => {
             return Err(failure(
                 "bad_request",
                 format!("`{name}` is not a service name (letters, digits, `-`, `_`)"),
@@ -575,7 +567,7 @@ fn logged_services(dir: &Path) -> Result<Vec<String>, Failure> {
             let name = entry.file_name().into_string().ok()?;
             name.strip_suffix(".log")
                 // paiosd's own log is not a service's: `paiosctl logs paiosd` shows it.
-                .filter(|stem| valid_name(stem) && *stem != "paiosd")
+                .filter(|stem| is_service_name(stem) && *stem != "paiosd")
                 .map(str::to_string)
         })
         .collect();
@@ -684,13 +676,15 @@ fn doctor(dirs: &Dirs, kill: bool, json: bool) -> Outcome {
         ended = doctor::end_strays(&report.strays, &config.services);
         let ledger = paios::ledger::Ledger::open(&dirs.ledger_db(), config.global.ledger);
         for e in &ended {
-            ledger.record(paios::ledger::Record::Event(paios::ledger::EventRecord {
-                service: e.stray.service.clone(),
-                kind: "service".into(),
-                event: "stray_killed".into(),
-                detail: Some(doctor::describe_ended(e)),
-                at: chrono::Utc::now().to_rfc3339(),
-            }));
+            ledger.record(paios::ledger::Record::Event(
+                paios::ledger::EventRecord::new(
+                    &e.stray.service,
+                    "service",
+                    "stray_killed",
+                    Some(doctor::describe_ended(e)),
+                    chrono::Utc::now(),
+                ),
+            ));
         }
         ledger.close(Duration::from_secs(5));
     }

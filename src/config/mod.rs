@@ -442,14 +442,6 @@ fn shared_probe_ports(
     }
 }
 
-/// Service names: the file stem, letters, digits, `-` and `_`.
-pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 /// More service files than any one machine runs; beyond it the files are reported,
 /// not read, so a directory filled by accident cannot exhaust memory.
 const MAX_SERVICE_FILES: usize = 1000;
@@ -513,7 +505,7 @@ fn service_files(dir: &Path, errors: &mut Vec<ConfigError>) -> Vec<(String, Path
             ));
             continue;
         };
-        if !is_valid_name(name) {
+        if !crate::names::is_service_name(name) {
             let suggestion: String = name
                 .chars()
                 .map(|c| {

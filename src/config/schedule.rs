@@ -217,19 +217,12 @@ pub fn parse_tz(name: &str) -> Result<chrono_tz::Tz, Invalid> {
     if let Ok(tz) = chrono_tz::Tz::from_str(name) {
         return Ok(tz);
     }
-    let lower = name.to_lowercase();
-    let best = chrono_tz::TZ_VARIANTS
-        .iter()
-        .map(|tz| {
-            (
-                strsim::jaro_winkler(&lower, &tz.name().to_lowercase()),
-                tz.name(),
-            )
-        })
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    let help = match best {
-        Some((score, best)) if score > 0.8 => format!("did you mean `{best}`?"),
-        _ => "use an IANA zone name such as \"Europe/Berlin\" or \"America/New_York\"".to_string(),
+    let known = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
+    let help = match crate::names::closest(name, known) {
+        Some(best) => format!("did you mean `{best}`?"),
+        None => {
+            "use an IANA zone name such as \"Europe/Berlin\" or \"America/New_York\"".to_string()
+        }
     };
     Err(Invalid::new(
         format!("unknown time zone `{name}`"),

@@ -234,7 +234,7 @@ fn read_after(field: &Field<'_>) -> (Vec<String>, Vec<(usize, usize)>) {
         return (names, at);
     };
     for e in elems {
-        if !super::is_valid_name(&e.value) {
+        if !crate::names::is_service_name(&e.value) {
             field.error_at(
                 e.span.clone(),
                 &e.key,

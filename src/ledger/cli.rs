@@ -22,6 +22,7 @@ use chrono::{DateTime, Local, Utc};
 use super::query::{parse_since, Entry, Filter, Reader};
 use super::schema::LedgerError;
 use super::CRASH_OUTCOMES;
+use crate::names::is_service_name;
 use crate::units;
 
 /// Entries a person sees without `--limit`.
@@ -161,7 +162,7 @@ fn filter_from(args: &LedgerArgs, json: bool, now: DateTime<Utc>) -> Result<Filt
         return Err("`show ID` takes no NAME or filters: `paiosctl ledger show ID`".into());
     }
     if let Some(name) = &args.name {
-        if !is_name(name) {
+        if !is_service_name(name) {
             return Err(format!(
                 "`{}` is not a service name (letters, digits, `-` and `_`)",
                 printable(name)
@@ -178,7 +179,8 @@ fn filter_from(args: &LedgerArgs, json: bool, now: DateTime<Utc>) -> Result<Filt
         if outcome.is_empty() {
             continue;
         }
-        if !is_name(outcome) {
+        // Outcomes are words of the same alphabet as names (`gave_up`, `spawn_failed`).
+        if !is_service_name(outcome) {
             return Err(format!(
                 "--outcome: `{}` is not an outcome (e.g. crashed, hung, killed, gave_up)",
                 printable(outcome)
@@ -203,13 +205,6 @@ fn filter_from(args: &LedgerArgs, json: bool, now: DateTime<Utc>) -> Result<Filt
         outcomes,
         limit,
     })
-}
-
-fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 255
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn list(
@@ -395,11 +390,11 @@ fn local_time(text: &str) -> String {
     }
 }
 
-/// A stored duration in milliseconds, rounded for reading (`850ms`, `3m12s`, `2h5m`);
-/// `-` for a negative one, which only a damaged row can hold.
+/// A stored duration in milliseconds as a column cell (`850ms`, `12.3s`, `2h05m`); `-`
+/// for a negative one, which only a damaged row can hold.
 fn duration_text(ms: i64) -> String {
     match u64::try_from(ms) {
-        Ok(ms) => units::format_duration_rounded(Duration::from_millis(ms)),
+        Ok(ms) => units::format_duration_column(Duration::from_millis(ms)),
         Err(_) => "-".into(),
     }
 }
@@ -434,10 +429,10 @@ mod tests {
     #[test]
     fn durations_read_at_a_glance() {
         assert_eq!(duration_text(850), "850ms");
-        assert_eq!(duration_text(12_345), "12s345ms");
+        assert_eq!(duration_text(12_345), "12.3s");
         assert_eq!(duration_text(192_000), "3m12s");
-        assert_eq!(duration_text(7_500_000), "2h5m");
-        assert_eq!(duration_text(97_200_000), "1d3h");
+        assert_eq!(duration_text(7_500_000), "2h05m");
+        assert_eq!(duration_text(97_200_000), "1d03h");
         assert_eq!(duration_text(-1), "-");
     }
 
