@@ -195,11 +195,11 @@ pub struct StopConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Probe {
     Http {
-        url: String,
+        url: probe::HttpTarget,
         expect_status: Option<u16>,
     },
     Tcp {
-        addr: String,
+        addr: probe::TcpTarget,
     },
     Exec {
         argv: Vec<String>,
@@ -389,14 +389,8 @@ fn shared_probe_ports(
             continue;
         };
         let (key, written, target) = match &health.probe {
-            Probe::Http { url, .. } => match probe::parse_http_url(url) {
-                Ok(t) => ("health.http", url.clone(), (t.host, t.port)),
-                Err(_) => continue,
-            },
-            Probe::Tcp { addr } => match probe::parse_tcp_addr(addr) {
-                Ok(t) => ("health.tcp", addr.clone(), t),
-                Err(_) => continue,
-            },
+            Probe::Http { url, .. } => ("health.http", url.to_string(), (&url.host, url.port)),
+            Probe::Tcp { addr } => ("health.tcp", addr.to_string(), (&addr.host, addr.port)),
             Probe::Exec { .. } => continue,
         };
         let host = match target.0.to_ascii_lowercase().as_str() {
@@ -659,7 +653,7 @@ pub fn summary_at(svc: &ServiceConfig, now: DateTime<Utc>) -> String {
     }
     if let Some(h) = &svc.health {
         let probe = match &h.probe {
-            Probe::Http { url, .. } => url.clone(),
+            Probe::Http { url, .. } => url.to_string(),
             Probe::Tcp { addr } => format!("tcp:{addr}"),
             Probe::Exec { argv } => format!("exec:{}", show_argv(argv)),
         };

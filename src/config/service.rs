@@ -596,8 +596,8 @@ fn read_probe(f: &Field<'_>) -> Option<Probe> {
         Some("http") => {
             let url = f.str("\"http://127.0.0.1:3001/health\"")?;
             match probe::parse_http_url(url) {
-                Ok(_) => Some(Probe::Http {
-                    url: url.to_string(),
+                Ok(url) => Some(Probe::Http {
+                    url,
                     expect_status: None,
                 }),
                 Err(e) => {
@@ -609,9 +609,7 @@ fn read_probe(f: &Field<'_>) -> Option<Probe> {
         Some("tcp") => {
             let addr = f.str("\"127.0.0.1:3001\"")?;
             match probe::parse_tcp_addr(addr) {
-                Ok(_) => Some(Probe::Tcp {
-                    addr: addr.to_string(),
-                }),
+                Ok(addr) => Some(Probe::Tcp { addr }),
                 Err(e) => {
                     f.error(e);
                     None
