@@ -1,6 +1,6 @@
 //! Durations (`500ms`, `1m30s`, `1w`), sizes (`512KiB`, `10MB`, `1024`) and growth
 //! rates (`10MiB/h`): the one grammar for reading them, in service files and on the
-//! command line alike, and the one way of writing them back.
+//! command line alike, and the one place that writes them back for people.
 //!
 //! Each parser returns a message that says what was expected, with an example, so
 //! the caller only has to add the file, line and key (or the flag). Durations are

@@ -1,10 +1,10 @@
 //! Cron schedules in a time zone: validation with messages that point at the bad
 //! field, and the next run times, DST included.
 //!
-//! The tasks module reuses [`Schedule`] for its timers and catch-up, so the rules
-//! live here once: croner matches the expression against *wall-clock* times (it is
-//! handed them as if they were UTC, where nothing is skipped or repeated), and this
-//! file maps each matching wall-clock time to a real instant. A time that does not
+//! The supervisor's task runner reuses [`Schedule`] for its timers and catch-up, so
+//! the rules live here once: croner matches the expression against *wall-clock* times
+//! (it is handed them as if they were UTC, where nothing is skipped or repeated), and
+//! this file maps each matching wall-clock time to a real instant. A time that does not
 //! exist (the hour skipped when clocks go forward) runs once, at the first instant
 //! after the gap; a time that exists twice (clocks go back) runs once, at its first
 //! occurrence. Pure: the current time is always passed in.
