@@ -164,12 +164,16 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         };
         let probe = if http {
             Probe::Http {
-                url: format!("http://127.0.0.1:{http_port}/health"),
+                url: format!("http://127.0.0.1:{http_port}/health")
+                    .parse()
+                    .expect("a probe URL"),
                 expect_status: None,
             }
         } else {
             Probe::Tcp {
-                addr: format!("127.0.0.1:{tcp_port}"),
+                addr: format!("127.0.0.1:{tcp_port}")
+                    .parse()
+                    .expect("a probe address"),
             }
         };
         let cfg = HealthConfig {

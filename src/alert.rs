@@ -38,6 +38,7 @@ use nix::poll::{poll, PollFd, PollFlags};
 
 use crate::ledger::{head, rfc3339, EventRecord, Ledger, Record};
 use crate::process::{self, watch, SpawnSpec};
+use crate::units;
 
 /// Runs the command under a shell that reports its status on stdout and then ends the
 /// group (see the module comment). `$0` is the name `ps` shows.
@@ -173,10 +174,10 @@ impl Alerter {
         }
         if !self.admit(&alert) {
             tracing::info!(
-                "alert {} for {} skipped: sent less than {:?} ago",
+                "alert {} for {} skipped: sent less than {} ago",
                 alert.event,
                 alert.service,
-                inner.settings.min_interval
+                units::format_duration(inner.settings.min_interval)
             );
             return Sent::RateLimited;
         }
@@ -359,8 +360,8 @@ impl Runner {
             Collected::Status(n) => Err(format!("failed with exit status {n}{said}")),
             Collected::Silent => Err(format!("ended without reporting a status{said}")),
             Collected::TimedOut => Err(format!(
-                "timed out after {:?}; its process group was killed{said}",
-                self.timeout
+                "timed out after {}; its process group was killed{said}",
+                units::format_duration(self.timeout)
             )),
             Collected::Closing => Err(format!(
                 "was still running when paiosd stopped; its process group was killed{said}"

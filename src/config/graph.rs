@@ -9,9 +9,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::reader::closest;
 use super::service::Parsed;
 use super::{ConfigError, ServiceConfig};
+use crate::names::closest;
 
 fn after_error(p: &Parsed, index: usize, message: String, help: Option<String>) -> ConfigError {
     let (line, column) = p.after_at.get(index).copied().unwrap_or((1, 1));
@@ -61,7 +61,7 @@ pub(crate) fn resolve(
                     )
                 })
             } else {
-                let help = closest(dep, &all_names)
+                let help = closest(dep, all_names.iter().copied())
                     .map(|c| format!("did you mean `{c}`?"))
                     .or_else(|| Some(format!("there is no services.d/{dep}.toml")));
                 Some((format!("unknown service `{dep}`"), help))

@@ -65,8 +65,9 @@
 //! | `logs.timestamps` | bool | `false`: prefix each line with the time |
 //! | `logs.streams` | bool | `false`: mark each line `out`/`err` |
 //!
-//! Durations: a whole number and a unit, `ms`, `s`, `m`, `h`, `d`, combinable from
-//! largest to smallest (`1m30s`), at most 100 years. Sizes: bytes as an integer or
+//! Durations: a whole number and a unit, `ms`, `s`, `m`, `h`, `d`, `w`, combinable
+//! from largest to smallest (`1m30s`), at most 100 years (the same grammar as
+//! `--since` on the command line). Sizes: bytes as an integer or
 //! `B`, binary `KiB` `MiB` `GiB` `TiB` (powers of 1024) and decimal `KB` `MB` `GB`
 //! `TB` (powers of 1000). Expansion: a leading `~`, and `${NAME}` from paiosd's
 //! environment (unset is an error); `$${` is a literal `${`, and any other `$` is
@@ -89,9 +90,6 @@ pub mod probe;
 mod reader;
 pub mod schedule;
 mod service;
-pub mod units;
-
-pub use service::{parse_signal, signal_name};
 
 /// Everything read from a config directory: the valid services and every error.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -208,11 +206,11 @@ pub struct StopConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Probe {
     Http {
-        url: String,
+        url: probe::HttpTarget,
         expect_status: Option<u16>,
     },
     Tcp {
-        addr: String,
+        addr: probe::TcpTarget,
     },
     Exec {
         argv: Vec<String>,
@@ -402,14 +400,8 @@ fn shared_probe_ports(
             continue;
         };
         let (key, written, target) = match &health.probe {
-            Probe::Http { url, .. } => match probe::parse_http_url(url) {
-                Ok(t) => ("health.http", url.clone(), (t.host, t.port)),
-                Err(_) => continue,
-            },
-            Probe::Tcp { addr } => match probe::parse_tcp_addr(addr) {
-                Ok(t) => ("health.tcp", addr.clone(), t),
-                Err(_) => continue,
-            },
+            Probe::Http { url, .. } => ("health.http", url.to_string(), (&url.host, url.port)),
+            Probe::Tcp { addr } => ("health.tcp", addr.to_string(), (&addr.host, addr.port)),
             Probe::Exec { .. } => continue,
         };
         let host = match target.0.to_ascii_lowercase().as_str() {
@@ -453,14 +445,6 @@ fn shared_probe_ports(
         parsed.remove(&name);
         broken.insert(name);
     }
-}
-
-/// Service names: the file stem, letters, digits, `-` and `_`.
-pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// More service files than any one machine runs; beyond it the files are reported,
@@ -526,7 +510,7 @@ fn service_files(dir: &Path, errors: &mut Vec<ConfigError>) -> Vec<(String, Path
             ));
             continue;
         };
-        if !is_valid_name(name) {
+        if !crate::names::is_service_name(name) {
             let suggestion: String = name
                 .chars()
                 .map(|c| {
@@ -608,7 +592,10 @@ fn read_text(path: &Path) -> Result<Option<String>, ConfigError> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(file_error(
             path,
-            format!("is larger than {}", units::format_size(MAX_FILE_BYTES)),
+            format!(
+                "is larger than {}",
+                crate::units::format_size(MAX_FILE_BYTES)
+            ),
             Some("a service file is a few lines of TOML".into()),
         ));
     }
@@ -677,14 +664,14 @@ pub fn summary_at(svc: &ServiceConfig, now: DateTime<Utc>) -> String {
     }
     if let Some(h) = &svc.health {
         let probe = match &h.probe {
-            Probe::Http { url, .. } => url.clone(),
+            Probe::Http { url, .. } => url.to_string(),
             Probe::Tcp { addr } => format!("tcp:{addr}"),
             Probe::Exec { argv } => format!("exec:{}", show_argv(argv)),
         };
         extra.push(format!("health={probe}"));
     }
     if let Some(limit) = svc.memory.and_then(|m| m.limit) {
-        extra.push(format!("memory<={}", units::format_size(limit)));
+        extra.push(format!("memory<={}", crate::units::format_size(limit)));
     }
     if let Some(task) = &svc.task {
         extra.push(format!("schedule=\"{}\"", task.schedule));

@@ -1,12 +1,14 @@
-//! Health probe targets: the `http` URL and the `tcp` address, checked when the file
-//! is loaded so a typo is a config error instead of a service that fails every probe.
+//! Health probe targets: the `http` URL and the `tcp` address, parsed once when the
+//! file is loaded, so a typo is a config error instead of a service that fails every
+//! probe, and the prober connects to the parts it is handed without parsing again.
 //!
-//! The health module calls [`parse_http_url`] and [`parse_tcp_addr`] again to get the
-//! parts; they cannot fail there for a loaded config. Only plain `http://` is
-//! supported: probes talk to services on this machine, where TLS adds a dependency
-//! and certificate trouble without protecting anything.
+//! Only plain `http://` is supported: probes talk to services on this machine, where
+//! TLS adds a dependency and certificate trouble without protecting anything.
 
-/// The parts of a probe URL.
+use std::fmt;
+use std::str::FromStr;
+
+/// A probe URL, `http://HOST:PORT[/PATH]`, in parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpTarget {
     /// Host as written, without brackets for IPv6 (`127.0.0.1`, `localhost`, `::1`).
@@ -14,6 +16,72 @@ pub struct HttpTarget {
     pub port: u16,
     /// Path and query, always starting with `/`.
     pub path: String,
+    /// The URL as written, for messages and summaries.
+    url: String,
+}
+
+impl HttpTarget {
+    /// The URL as written in the service file.
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+
+    /// The `Host` header: host and port, an IPv6 host in brackets.
+    pub fn host_header(&self) -> String {
+        host_port(&self.host, self.port)
+    }
+}
+
+impl FromStr for HttpTarget {
+    type Err = String;
+    fn from_str(url: &str) -> Result<HttpTarget, String> {
+        parse_http_url(url)
+    }
+}
+
+impl fmt::Display for HttpTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// A `tcp` probe address, `HOST:PORT`, in parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpTarget {
+    /// Host as written, without brackets for IPv6.
+    pub host: String,
+    pub port: u16,
+    /// The address as written, for messages and summaries.
+    addr: String,
+}
+
+impl TcpTarget {
+    /// The address as written in the service file.
+    pub fn as_str(&self) -> &str {
+        &self.addr
+    }
+}
+
+impl FromStr for TcpTarget {
+    type Err = String;
+    fn from_str(addr: &str) -> Result<TcpTarget, String> {
+        parse_tcp_addr(addr)
+    }
+}
+
+impl fmt::Display for TcpTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.addr)
+    }
+}
+
+/// `host:port`, with brackets around an IPv6 host.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// Parses `http://HOST:PORT[/PATH]`. The port is required: a service on a personal
@@ -60,18 +128,29 @@ pub fn parse_http_url(url: &str) -> Result<HttpTarget, String> {
     } else {
         path.to_string()
     };
-    Ok(HttpTarget { host, port, path })
+    Ok(HttpTarget {
+        host,
+        port,
+        path,
+        url: url.to_string(),
+    })
 }
 
 /// Parses `HOST:PORT` (`127.0.0.1:3001`, `localhost:5432`, `[::1]:8080`) into the
 /// host (brackets removed) and port.
-pub fn parse_tcp_addr(addr: &str) -> Result<(String, u16), String> {
+pub fn parse_tcp_addr(addr: &str) -> Result<TcpTarget, String> {
     if addr.contains("://") {
         return Err(format!(
             "`{addr}`: write just host:port, without a scheme, e.g. \"127.0.0.1:3001\""
         ));
     }
-    split_host_port(addr).map_err(|e| format!("`{addr}`: {e}, e.g. \"127.0.0.1:3001\""))
+    let (host, port) =
+        split_host_port(addr).map_err(|e| format!("`{addr}`: {e}, e.g. \"127.0.0.1:3001\""))?;
+    Ok(TcpTarget {
+        host,
+        port,
+        addr: addr.to_string(),
+    })
 }
 
 fn split_host_port(s: &str) -> Result<(String, u16), String> {
@@ -119,13 +198,15 @@ mod tests {
     fn http_urls() {
         let t = parse_http_url("http://127.0.0.1:3001/health").unwrap();
         assert_eq!(
-            t,
-            HttpTarget {
-                host: "127.0.0.1".into(),
-                port: 3001,
-                path: "/health".into()
-            }
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("127.0.0.1", 3001, "/health")
         );
+        assert_eq!(t.as_str(), "http://127.0.0.1:3001/health");
+        assert_eq!(t.host_header(), "127.0.0.1:3001");
+        let t: HttpTarget = "http://[::1]:8080/x".parse().unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
+        assert_eq!(t.host_header(), "[::1]:8080");
+        assert_eq!(t.to_string(), "http://[::1]:8080/x");
         assert_eq!(parse_http_url("http://localhost:80").unwrap().path, "/");
         assert_eq!(
             parse_http_url("HTTP://[::1]:8080/x?y=1").unwrap().host,
@@ -156,11 +237,11 @@ mod tests {
 
     #[test]
     fn tcp_addresses() {
-        assert_eq!(
-            parse_tcp_addr("127.0.0.1:5432").unwrap(),
-            ("127.0.0.1".into(), 5432)
-        );
-        assert_eq!(parse_tcp_addr("[::1]:5432").unwrap(), ("::1".into(), 5432));
+        let t = parse_tcp_addr("127.0.0.1:5432").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 5432));
+        let t: TcpTarget = "[::1]:5432".parse().unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 5432));
+        assert_eq!(t.to_string(), "[::1]:5432");
         for bad in ["127.0.0.1", ":80", "h:", "tcp://h:80", "h:99999", "[x]:80"] {
             assert!(parse_tcp_addr(bad).is_err(), "{bad}");
         }

@@ -17,8 +17,9 @@ use std::time::Duration;
 use toml_edit::{Item, TableLike, Value};
 
 use super::expand::{expand, EnvLookup};
-use super::units;
 use super::ConfigError;
+use crate::names::closest;
+use crate::units;
 
 /// One file being read: its text for line/column, the errors found so far, and the
 /// environment used for expansion.
@@ -229,9 +230,10 @@ impl<'a> Section<'a> {
                 continue;
             }
             let span = self.table.key(name).and_then(|k| k.span());
-            let help = closest(name, &known)
-                .map(|k| format!("did you mean `{k}`?"))
-                .or_else(|| elsewhere(name))
+            let help = elsewhere(name)
+                .or_else(|| {
+                    closest(name, known.iter().copied()).map(|k| format!("did you mean `{k}`?"))
+                })
                 .or_else(|| {
                     let mut list: Vec<&str> = known.clone();
                     list.sort_unstable();
@@ -248,16 +250,6 @@ impl<'a> Section<'a> {
                 .error(span, &self.child_path(name), "unknown key", help);
         }
     }
-}
-
-/// The known key most like `name`, if any is close enough to be a typo.
-pub(crate) fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
-    known
-        .iter()
-        .map(|k| (strsim::jaro_winkler(&name.to_lowercase(), k), *k))
-        .filter(|(score, _)| *score >= 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, k)| k)
 }
 
 /// A string from an array, with where it was written.
@@ -358,7 +350,7 @@ impl<'a> Field<'a> {
             .map(|n| format!("\"{n}\""))
             .collect::<Vec<_>>()
             .join(", ");
-        let help = match closest(s, &names) {
+        let help = match closest(s, names.iter().copied()) {
             Some(c) => format!("did you mean \"{c}\"?"),
             None => format!("one of {list}"),
         };
@@ -624,12 +616,5 @@ mod tests {
         assert_eq!(key_on_line("garbage", 1), "");
         assert_eq!(key_on_line("a = [\n  1,\n\n  x", 4), "a");
         assert_eq!(key_on_line("a = 1\n[t]\n", 2), "");
-    }
-
-    #[test]
-    fn closest_key_needs_to_be_close() {
-        assert_eq!(closest("polcy", &["policy", "backoff"]), Some("policy"));
-        assert_eq!(closest("zzz", &["policy", "backoff"]), None);
-        assert_eq!(closest("Policy", &["policy"]), Some("policy"));
     }
 }

@@ -1,10 +1,10 @@
 //! Cron schedules in a time zone: validation with messages that point at the bad
 //! field, and the next run times, DST included.
 //!
-//! The tasks module reuses [`Schedule`] for its timers and catch-up, so the rules
-//! live here once: croner matches the expression against *wall-clock* times (it is
-//! handed them as if they were UTC, where nothing is skipped or repeated), and this
-//! file maps each matching wall-clock time to a real instant. A time that does not
+//! The supervisor's task runner reuses [`Schedule`] for its timers and catch-up, so
+//! the rules live here once: croner matches the expression against *wall-clock* times
+//! (it is handed them as if they were UTC, where nothing is skipped or repeated), and
+//! this file maps each matching wall-clock time to a real instant. A time that does not
 //! exist (the hour skipped when clocks go forward) runs once, at the first instant
 //! after the gap; a time that exists twice (clocks go back) runs once, at its first
 //! occurrence. Pure: the current time is always passed in.
@@ -217,19 +217,12 @@ pub fn parse_tz(name: &str) -> Result<chrono_tz::Tz, Invalid> {
     if let Ok(tz) = chrono_tz::Tz::from_str(name) {
         return Ok(tz);
     }
-    let lower = name.to_lowercase();
-    let best = chrono_tz::TZ_VARIANTS
-        .iter()
-        .map(|tz| {
-            (
-                strsim::jaro_winkler(&lower, &tz.name().to_lowercase()),
-                tz.name(),
-            )
-        })
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    let help = match best {
-        Some((score, best)) if score > 0.8 => format!("did you mean `{best}`?"),
-        _ => "use an IANA zone name such as \"Europe/Berlin\" or \"America/New_York\"".to_string(),
+    let known = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
+    let help = match crate::names::closest(name, known) {
+        Some(best) => format!("did you mean `{best}`?"),
+        None => {
+            "use an IANA zone name such as \"Europe/Berlin\" or \"America/New_York\"".to_string()
+        }
     };
     Err(Invalid::new(
         format!("unknown time zone `{name}`"),

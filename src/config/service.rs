@@ -16,6 +16,7 @@ use super::{
     probe, BackoffConfig, ConfigError, HealthConfig, LimitConfig, LogSettings, MemoryConfig,
     OnFailure, Probe, RestartConfig, RestartPolicy, ServiceConfig, StopConfig, TaskConfig,
 };
+use crate::process;
 
 /// A service file that read cleanly, with where each `after` entry was written so
 /// cross-file errors can point at it.
@@ -233,7 +234,7 @@ fn read_after(field: &Field<'_>) -> (Vec<String>, Vec<(usize, usize)>) {
         return (names, at);
     };
     for e in elems {
-        if !super::is_valid_name(&e.value) {
+        if !crate::names::is_service_name(&e.value) {
             field.error_at(
                 e.span.clone(),
                 &e.key,
@@ -403,8 +404,8 @@ fn read_restart(s: &Section<'_>, is_task: bool) -> Option<RestartConfig> {
                         f.error_help(
                             format!(
                                 "`max` ({}) is shorter than `initial` ({})",
-                                super::units::format_duration(backoff.max),
-                                super::units::format_duration(backoff.initial)
+                                crate::units::format_duration(backoff.max),
+                                crate::units::format_duration(backoff.initial)
                             ),
                             "the delay grows from `initial` up to `max`",
                         );
@@ -452,32 +453,27 @@ fn read_restart(s: &Section<'_>, is_task: bool) -> Option<RestartConfig> {
     ok.then_some(cfg)
 }
 
-/// Signals a stop may use, by name without `SIG`.
-const SIGNALS: [(&str, i32); 9] = [
-    ("TERM", libc::SIGTERM),
-    ("INT", libc::SIGINT),
-    ("HUP", libc::SIGHUP),
-    ("QUIT", libc::SIGQUIT),
-    ("KILL", libc::SIGKILL),
-    ("USR1", libc::SIGUSR1),
-    ("USR2", libc::SIGUSR2),
-    ("ALRM", libc::SIGALRM),
-    ("ABRT", libc::SIGABRT),
+/// Signals a stop may use. Not SIGSTOP (it stops nothing) nor job-control or fault
+/// signals that a service would not take as "exit now".
+const STOP_SIGNALS: [i32; 9] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGKILL,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGABRT,
 ];
 
-/// `SIGTERM`, `TERM` or `sigterm` → the platform's signal number.
-pub fn parse_signal(name: &str) -> Option<i32> {
-    let upper = name.to_ascii_uppercase();
-    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
-    SIGNALS.iter().find(|(n, _)| *n == bare).map(|(_, s)| *s)
-}
-
-/// The conventional name of a stop signal (`SIGTERM`), for summaries.
-pub fn signal_name(signal: i32) -> String {
-    SIGNALS
-        .iter()
-        .find(|(_, s)| *s == signal)
-        .map_or_else(|| format!("signal {signal}"), |(n, _)| format!("SIG{n}"))
+/// `SIGTERM`, `TERM` or `sigterm`, if it names a signal a stop may use. Names only,
+/// as written: numbers differ between platforms.
+fn stop_signal(name: &str) -> Option<i32> {
+    if name.is_empty() || name.trim() != name || name.parse::<i64>().is_ok() {
+        return None;
+    }
+    process::parse_signal(name).filter(|s| STOP_SIGNALS.contains(s))
 }
 
 fn read_stop(s: &Section<'_>) -> Option<StopConfig> {
@@ -485,11 +481,13 @@ fn read_stop(s: &Section<'_>) -> Option<StopConfig> {
     let mut ok = true;
     if let Some(f) = s.get("signal") {
         match f.str("\"SIGTERM\"") {
-            Some(name) => match parse_signal(name) {
+            Some(name) => match stop_signal(name) {
                 Some(sig) => cfg.signal = sig,
                 None => {
-                    let names: Vec<String> =
-                        SIGNALS.iter().map(|(n, _)| format!("SIG{n}")).collect();
+                    let names: Vec<String> = STOP_SIGNALS
+                        .iter()
+                        .map(|&s| process::signal_name(s))
+                        .collect();
                     f.error_help(
                         format!("`{name}` is not a signal a stop can use"),
                         format!("one of {}", names.join(", ")),
@@ -598,8 +596,8 @@ fn read_probe(f: &Field<'_>) -> Option<Probe> {
         Some("http") => {
             let url = f.str("\"http://127.0.0.1:3001/health\"")?;
             match probe::parse_http_url(url) {
-                Ok(_) => Some(Probe::Http {
-                    url: url.to_string(),
+                Ok(url) => Some(Probe::Http {
+                    url,
                     expect_status: None,
                 }),
                 Err(e) => {
@@ -611,9 +609,7 @@ fn read_probe(f: &Field<'_>) -> Option<Probe> {
         Some("tcp") => {
             let addr = f.str("\"127.0.0.1:3001\"")?;
             match probe::parse_tcp_addr(addr) {
-                Ok(_) => Some(Probe::Tcp {
-                    addr: addr.to_string(),
-                }),
+                Ok(addr) => Some(Probe::Tcp { addr }),
                 Err(e) => {
                     f.error(e);
                     None
@@ -641,7 +637,7 @@ fn read_memory(s: &Section<'_>) -> Option<MemoryConfig> {
         }
     }
     if let Some(f) = s.get("growth_alert") {
-        match f.str("\"10MiB/h\"").map(super::units::parse_rate) {
+        match f.str("\"10MiB/h\"").map(crate::units::parse_rate) {
             Some(Ok(rate)) => cfg.growth_alert = Some(rate),
             Some(Err(e)) => {
                 f.error(e);
@@ -697,12 +693,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signal_names() {
-        assert_eq!(parse_signal("SIGTERM"), Some(libc::SIGTERM));
-        assert_eq!(parse_signal("TERM"), Some(libc::SIGTERM));
-        assert_eq!(parse_signal("sigusr1"), Some(libc::SIGUSR1));
-        assert_eq!(parse_signal("SIGSTOP"), None);
-        assert_eq!(parse_signal("15"), None);
-        assert_eq!(signal_name(libc::SIGKILL), "SIGKILL");
+    fn stop_signal_names() {
+        assert_eq!(stop_signal("SIGTERM"), Some(libc::SIGTERM));
+        assert_eq!(stop_signal("TERM"), Some(libc::SIGTERM));
+        assert_eq!(stop_signal("sigusr1"), Some(libc::SIGUSR1));
+        for bad in [
+            "SIGSTOP", "15", "+15", "SIG15", " TERM", "TERM ", "", "SIGFOO",
+        ] {
+            assert_eq!(stop_signal(bad), None, "{bad:?}");
+        }
     }
 }

@@ -35,7 +35,7 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
-    #[error("paiosd did not answer within {0:?}")]
+    #[error("paiosd did not answer within {}", crate::units::format_duration(*.0))]
     Timeout(Duration),
     #[error("lost the connection to paiosd: {0}")]
     Io(#[from] io::Error),

@@ -7,11 +7,6 @@
 
 pub mod client;
 pub mod protocol;
-
-/// The memory alerts' size formatter, which lives with the rest of the rendering.
-pub mod render {
-    pub use crate::ctl::render::size;
-}
 pub mod server;
 
 use tokio::sync::oneshot;

@@ -274,8 +274,8 @@ async fn connection(
                 let answer = Response::error(
                     ErrorCode::Timeout,
                     format!(
-                        "no complete request line within {:?}; closing",
-                        limits.request_timeout
+                        "no complete request line within {}; closing",
+                        crate::units::format_duration(limits.request_timeout)
                     ),
                 );
                 let _ = answer_with(&mut writer, &answer, &limits).await;

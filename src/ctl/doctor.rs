@@ -84,13 +84,13 @@ fn end_and_record(dirs: &Dirs, config: &Config, strays: &[Stray]) -> Vec<Ended> 
     let ended = doctor::end_strays(strays, &config.services);
     let ledger = Ledger::open(&dirs.ledger_db(), config.global.ledger);
     for e in &ended {
-        ledger.record(Record::Event(EventRecord {
-            service: e.stray.service.clone(),
-            kind: "service".into(),
-            event: "stray_killed".into(),
-            detail: Some(doctor::describe_ended(e)),
-            at: chrono::Utc::now().to_rfc3339(),
-        }));
+        ledger.record(Record::Event(EventRecord::new(
+            &e.stray.service,
+            "service",
+            "stray_killed",
+            Some(doctor::describe_ended(e)),
+            chrono::Utc::now(),
+        )));
     }
     ledger.close(Duration::from_secs(5));
     ended

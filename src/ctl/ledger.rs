@@ -15,12 +15,15 @@
 
 use std::io::{self, Write};
 use std::path::Path;
+use std::time::Duration;
 
 use chrono::{DateTime, Local, Utc};
 
 use crate::ledger::query::{parse_since, Entry, Filter, Reader};
 use crate::ledger::schema::LedgerError;
 use crate::ledger::CRASH_OUTCOMES;
+use crate::names::is_service_name;
+use crate::units;
 
 /// Entries a person sees without `--limit`.
 const HUMAN_LIMIT: u64 = 50;
@@ -30,8 +33,8 @@ const HUMAN_LIMIT: u64 = 50;
 pub struct LedgerArgs {
     /// Only this service or task (`paiosd` for the daemon's own events).
     pub name: Option<String>,
-    /// Only entries since then: `30m`, `2h`, `1d`, a date `2026-11-24` (local) or a time
-    /// `2026-11-24T08:00:00Z`.
+    /// Only entries since then: `30m`, `2h`, `1d`, `1w` ago, a date `2026-11-24` (local)
+    /// or a time `2026-11-24T08:00:00Z`.
     #[arg(long, value_name = "WHEN")]
     pub since: Option<String>,
     /// Only these outcomes or events, comma-separated (`crashed,hung`, `gave_up`).
@@ -159,7 +162,7 @@ fn filter_from(args: &LedgerArgs, json: bool, now: DateTime<Utc>) -> Result<Filt
         return Err("`show ID` takes no NAME or filters: `paiosctl ledger show ID`".into());
     }
     if let Some(name) = &args.name {
-        if !is_name(name) {
+        if !is_service_name(name) {
             return Err(format!(
                 "`{}` is not a service name (letters, digits, `-` and `_`)",
                 printable(name)
@@ -176,7 +179,8 @@ fn filter_from(args: &LedgerArgs, json: bool, now: DateTime<Utc>) -> Result<Filt
         if outcome.is_empty() {
             continue;
         }
-        if !is_name(outcome) {
+        // Outcomes are words of the same alphabet as names (`gave_up`, `spawn_failed`).
+        if !is_service_name(outcome) {
             return Err(format!(
                 "--outcome: `{}` is not an outcome (e.g. crashed, hung, killed, gave_up)",
                 printable(outcome)
@@ -201,13 +205,6 @@ fn filter_from(args: &LedgerArgs, json: bool, now: DateTime<Utc>) -> Result<Filt
         outcomes,
         limit,
     })
-}
-
-fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 255
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn list(
@@ -393,18 +390,12 @@ fn local_time(text: &str) -> String {
     }
 }
 
-/// `850ms`, `12.3s`, `3m12s`, `2h05m`, `1d03h`.
-pub fn duration_text(ms: i64) -> String {
-    if ms < 0 {
-        return "-".into();
-    }
-    let s = ms / 1000;
-    match ms {
-        0..=999 => format!("{ms}ms"),
-        1_000..=59_999 => format!("{}.{}s", s, (ms % 1000) / 100),
-        60_000..=3_599_999 => format!("{}m{:02}s", s / 60, s % 60),
-        3_600_000..=86_399_999 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+/// A stored duration in milliseconds as a column cell (`850ms`, `12.3s`, `2h05m`); `-`
+/// for a negative one, which only a damaged row can hold.
+fn duration_text(ms: i64) -> String {
+    match u64::try_from(ms) {
+        Ok(ms) => units::format_duration_column(Duration::from_millis(ms)),
+        Err(_) => "-".into(),
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use crate::dirs::Dirs;
 use crate::logs::read::Filter;
+use crate::names::is_service_name;
 
 use super::{failure, print_bytes, Failure, Outcome};
 
@@ -26,7 +27,7 @@ pub struct LogsArgs {
     /// Keep printing new lines as they are written.
     #[arg(short, long)]
     pub follow: bool,
-    /// Only lines written since then: `10m`, `2h`, `1d` ago, or an RFC 3339 time.
+    /// Only lines written since then: `10m`, `2h`, `1d`, `1w` ago, or an RFC 3339 time.
     /// Needs `timestamps = true` in the service's `[logs]`; unstamped lines always show.
     #[arg(long, value_name = "WHEN")]
     pub since: Option<String>,
@@ -59,7 +60,7 @@ pub fn logs(dirs: &Dirs, args: &LogsArgs, json: bool) -> Outcome {
 /// The services whose logs to show: the one named, or every one for `--all`.
 fn names(dir: &Path, config: &Path, args: &LogsArgs) -> Result<Vec<String>, Failure> {
     Ok(match &args.name {
-        Some(name) if !valid_name(name) => {
+        Some(name) if !is_service_name(name) => {
             return Err(failure(
                 "bad_request",
                 format!("`{name}` is not a service name (letters, digits, `-`, `_`)"),
@@ -129,15 +130,6 @@ fn tail(dir: &Path, names: &[String], args: &LogsArgs, filter: &Filter, json: bo
     print_bytes(&text)
 }
 
-/// Service names are file stems of letters, digits, `-` and `_`; anything else would
-/// make a log path outside the log directory.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
 /// The services that have a current log file, for `logs --all`: works without paiosd.
 fn logged_services(dir: &Path) -> Result<Vec<String>, Failure> {
     let entries = std::fs::read_dir(dir)
@@ -148,7 +140,7 @@ fn logged_services(dir: &Path) -> Result<Vec<String>, Failure> {
             let name = entry.file_name().into_string().ok()?;
             name.strip_suffix(".log")
                 // paiosd's own log is not a service's: `paiosctl logs paiosd` shows it.
-                .filter(|stem| valid_name(stem) && *stem != "paiosd")
+                .filter(|stem| is_service_name(stem) && *stem != "paiosd")
                 .map(str::to_string)
         })
         .collect();

@@ -1,12 +1,15 @@
-//! Human output for `paiosctl`: the status table, durations, sizes and what each
-//! operation did. Pure functions over the answers and an injected `now`, so the tests
-//! are exact; colour is decided by the caller (a TTY and no `NO_COLOR`).
+//! Human output for `paiosctl`: the status table, last exits, next runs and what each
+//! operation did (durations and sizes are written by [`crate::units`]). Pure
+//! functions over the answers and an injected `now`, so the tests are exact; colour is
+//! decided by the caller (a TTY and no `NO_COLOR`).
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use chrono::{DateTime, Local, Utc};
 
 use crate::control::protocol::{LastExit, OpResult, ReloadReport, RunResult, ServiceStatus};
+use crate::units;
 
 /// ANSI colour for a state word, when colour is on.
 fn state_colour(state: &str) -> Option<&'static str> {
@@ -19,43 +22,8 @@ fn state_colour(state: &str) -> Option<&'static str> {
 }
 
 /// `3d4h`, `5m12s`, `42s`: the two largest units, as people read uptimes.
-pub fn duration(secs: u64) -> String {
-    const UNITS: [(u64, &str); 4] = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
-    if secs == 0 {
-        return "0s".into();
-    }
-    let mut out = String::new();
-    let mut left = secs;
-    let mut shown = 0;
-    for (size, unit) in UNITS {
-        if shown == 2 {
-            break;
-        }
-        let n = left / size;
-        if n > 0 || shown == 1 {
-            if n > 0 {
-                let _ = write!(out, "{n}{unit}");
-            }
-            shown += 1;
-            left %= size;
-        }
-    }
-    out
-}
-
-/// `512 B`, `12.3 MiB`, `1.0 GiB`.
-pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
+fn duration(secs: u64) -> String {
+    units::format_duration_rounded(Duration::from_secs(secs))
 }
 
 /// `code 1, 2m ago` / `SIGKILL, 5s ago`.
@@ -155,7 +123,7 @@ pub fn status_table(services: &[ServiceStatus], now: DateTime<Utc>, colour: bool
                 s.restarts_24h.to_string(),
                 opt(s.last_exit.as_ref().map(|e| last_exit(e, now))),
                 opt(s.health.clone()),
-                opt(s.rss_bytes.map(size)),
+                opt(s.rss_bytes.map(units::format_size_rounded)),
             ];
             if with_next {
                 row.push(opt(s.next_run.as_deref().map(|at| next_run(at, now))));
@@ -296,26 +264,6 @@ mod tests {
             enabled: true,
             log_dropped: 0,
         }
-    }
-
-    #[test]
-    fn durations_show_two_units() {
-        assert_eq!(duration(0), "0s");
-        assert_eq!(duration(42), "42s");
-        assert_eq!(duration(312), "5m12s");
-        assert_eq!(duration(300), "5m");
-        assert_eq!(duration(3 * 86_400 + 4 * 3_600 + 59), "3d4h");
-        assert_eq!(duration(86_400 + 30), "1d");
-        assert_eq!(duration(3_600 + 5), "1h");
-    }
-
-    #[test]
-    fn sizes_use_binary_units() {
-        assert_eq!(size(512), "512 B");
-        assert_eq!(size(1024), "1.0 KiB");
-        assert_eq!(size(12_897_485), "12.3 MiB");
-        assert_eq!(size(1 << 30), "1.0 GiB");
-        assert_eq!(size(u64::MAX), "16384.0 PiB");
     }
 
     #[test]

@@ -127,21 +127,8 @@ pub fn problems(
 /// The TCP port a probe connects to, when it names one.
 pub fn probe_port(probe: &Probe) -> Option<u16> {
     match probe {
-        Probe::Tcp { addr } => addr.rsplit_once(':')?.1.parse().ok(),
-        Probe::Http { url, .. } => {
-            let rest = url
-                .strip_prefix("http://")
-                .or_else(|| url.strip_prefix("https://"))?;
-            let authority = rest.split(['/', '?', '#']).next()?;
-            let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-            match authority.rsplit_once(':') {
-                Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-                    port.parse().ok()
-                }
-                _ if url.starts_with("https://") => Some(443),
-                _ => Some(80),
-            }
-        }
+        Probe::Tcp { addr } => Some(addr.port),
+        Probe::Http { url, .. } => Some(url.port),
         Probe::Exec { .. } => None,
     }
 }
@@ -199,22 +186,18 @@ mod tests {
     #[test]
     fn probe_ports() {
         let http = |url: &str| Probe::Http {
-            url: url.into(),
+            url: url.parse().expect("a probe URL"),
             expect_status: None,
         };
         assert_eq!(
             probe_port(&http("http://127.0.0.1:3001/health")),
             Some(3001)
         );
-        assert_eq!(probe_port(&http("http://localhost/health")), Some(80));
-        assert_eq!(probe_port(&http("https://localhost")), Some(443));
         assert_eq!(probe_port(&http("http://[::1]:8080/x")), Some(8080));
-        assert_eq!(probe_port(&http("http://u:p@h:99/")), Some(99));
-        assert_eq!(probe_port(&http("ftp://h:1")), None);
-        assert_eq!(probe_port(&http("http://h:99999/")), None);
-        let tcp = |addr: &str| Probe::Tcp { addr: addr.into() };
+        let tcp = |addr: &str| Probe::Tcp {
+            addr: addr.parse().expect("a probe address"),
+        };
         assert_eq!(probe_port(&tcp("127.0.0.1:5432")), Some(5432));
-        assert_eq!(probe_port(&tcp("nonsense")), None);
         assert_eq!(probe_port(&Probe::Exec { argv: vec![] }), None);
     }
 

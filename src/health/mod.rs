@@ -1,5 +1,4 @@
-//! Health probes (HTTP, TCP, command) and the memory watch's sampling: the effects
-//! behind promises 6 and 7.
+//! Health probes (HTTP, TCP, command): the effect behind promise 6 (hangs are found).
 //!
 //! Each service with a `[health]` section gets a prober: its own tokio task that runs
 //! one probe at a time on a fixed cadence and sends every result to the supervisor as
@@ -10,7 +9,6 @@
 
 pub mod probe;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -19,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::HealthConfig;
 
-pub use probe::{human_duration, probe_once};
+pub use probe::probe_once;
 
 /// The shortest gap between probe starts, whatever the config says: an `interval` of
 /// zero must not turn a prober into a busy loop.
@@ -89,64 +87,4 @@ pub fn spawn_prober(
             }
         }
     })
-}
-
-/// Resident memory in bytes of each of `pgids` that has live members, from one scan of
-/// the process table; a group with no live member is absent.
-pub fn rss_of_groups(pgids: &[i32]) -> HashMap<i32, u64> {
-    let mut all = crate::process::rss_by_group();
-    all.retain(|pgid, _| pgids.contains(pgid));
-    all
-}
-
-/// The least time a hang can take to be decided: `failures` probes, `interval` apart,
-/// counted from the first failed one. What the hang-detection benchmark compares with.
-pub fn hang_detection_floor(cfg: &HealthConfig) -> Duration {
-    cfg.interval
-        .max(MIN_INTERVAL)
-        .saturating_mul(cfg.failures.max(1))
-}
-
-/// The most time from a service wedging to its `hung` decision when the start period is
-/// over: up to one interval until the next probe starts, `failures - 1` more intervals,
-/// and the last probe's timeout (`interval × failures + timeout`).
-pub fn hang_detection_bound(cfg: &HealthConfig) -> Duration {
-    hang_detection_floor(cfg).saturating_add(cfg.timeout)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{OnFailure, Probe};
-
-    fn cfg(interval_ms: u64, timeout_ms: u64, failures: u32) -> HealthConfig {
-        HealthConfig {
-            probe: Probe::Tcp {
-                addr: "127.0.0.1:1".into(),
-            },
-            interval: Duration::from_millis(interval_ms),
-            timeout: Duration::from_millis(timeout_ms),
-            failures,
-            start_period: Duration::ZERO,
-            on_failure: OnFailure::Restart,
-        }
-    }
-
-    #[test]
-    fn detection_floor_and_bound() {
-        let c = cfg(10_000, 2_000, 3);
-        assert_eq!(hang_detection_floor(&c), Duration::from_secs(30));
-        assert_eq!(hang_detection_bound(&c), Duration::from_secs(32));
-        // failures = 0 behaves like 1, as in the threshold machine.
-        assert_eq!(
-            hang_detection_floor(&cfg(1_000, 0, 0)),
-            Duration::from_secs(1)
-        );
-        assert_eq!(hang_detection_floor(&cfg(0, 0, 2)), MIN_INTERVAL * 2);
-        let huge = HealthConfig {
-            interval: Duration::MAX,
-            ..cfg(0, 0, 5)
-        };
-        assert_eq!(hang_detection_bound(&huge), Duration::MAX);
-    }
 }

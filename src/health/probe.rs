@@ -15,12 +15,13 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
-use hyper::Uri;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::config::probe::{host_port, HttpTarget, TcpTarget};
 use crate::config::Probe;
 use crate::process::{self, watch, ExitStatus, SpawnSpec};
+use crate::units::format_duration;
 
 /// Body bytes read from an HTTP answer before the connection is dropped: the status is
 /// what counts, and a health endpoint that streams forever must not keep the probe busy.
@@ -43,35 +44,20 @@ pub async fn probe_once(probe: &Probe, timeout: Duration) -> Result<(), String> 
     }
 }
 
-/// A duration the way config files write it: `2s`, `500ms`, `1m30s` stays `90s`.
-pub fn human_duration(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else if d.subsec_nanos() % 1_000_000 == 0 || d >= Duration::from_millis(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{}µs", d.as_micros())
-    }
-}
-
 async fn with_timeout(
     timeout: Duration,
     probe: impl std::future::Future<Output = Result<(), String>>,
 ) -> Result<(), String> {
     match tokio::time::timeout(timeout, probe).await {
         Ok(result) => result,
-        Err(_) => Err(format!("timed out after {}", human_duration(timeout))),
+        Err(_) => Err(format!("timed out after {}", format_duration(timeout))),
     }
 }
 
 /// `host:port` resolved (a name through the system resolver, off the runtime thread),
 /// then the addresses tried in order until one accepts.
 async fn connect(host: &str, port: u16) -> Result<(TcpStream, SocketAddr), String> {
-    let shown = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
+    let shown = host_port(host, port);
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|e| format!("cannot resolve {shown}: {e}"))?
@@ -96,101 +82,11 @@ fn connect_error(e: &std::io::Error, addr: SocketAddr) -> String {
     }
 }
 
-/// Splits `host:port` (or `[v6]:port`) as written in a `tcp =` probe.
-fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
-    let addr = addr.trim();
-    let (host, port) = addr
-        .rsplit_once(':')
-        .ok_or_else(|| format!("tcp probe address {addr:?} has no port (want host:port)"))?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if host.is_empty() {
-        return Err(format!("tcp probe address {addr:?} has no host"));
-    }
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("tcp probe address {addr:?} has an invalid port {port:?}"))?;
-    if port == 0 {
-        return Err(format!("tcp probe address {addr:?} has port 0"));
-    }
-    Ok((host, port))
+async fn tcp_probe(addr: &TcpTarget) -> Result<(), String> {
+    connect(&addr.host, addr.port).await.map(drop)
 }
 
-async fn tcp_probe(addr: &str) -> Result<(), String> {
-    let (host, port) = split_host_port(addr)?;
-    connect(host, port).await.map(drop)
-}
-
-/// What an `http =` probe URL names: where to connect and what to send.
-struct Target {
-    host: String,
-    port: u16,
-    /// `Host` header: the authority as written, without user info.
-    host_header: String,
-    path: String,
-}
-
-fn parse_url(url: &str) -> Result<Target, String> {
-    let uri: Uri = url
-        .trim()
-        .parse()
-        .map_err(|e| format!("http probe URL {url:?} is not a URL: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some(other) => {
-            return Err(format!(
-                "http probe URL {url:?}: scheme {other:?} is not supported (only http://)"
-            ))
-        }
-        None => return Err(format!("http probe URL {url:?} has no http:// scheme")),
-    }
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("http probe URL {url:?} has no host"))?;
-    if authority.as_str().contains('@') {
-        return Err(format!(
-            "http probe URL {url:?} carries user info; it is not sent, leave it out"
-        ));
-    }
-    let raw_host = authority.host();
-    let host = raw_host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(raw_host);
-    if host.is_empty() {
-        return Err(format!("http probe URL {url:?} has no host"));
-    }
-    // `Authority::port` hides a port that does not fit in 16 bits; read it directly.
-    let written_port = authority
-        .as_str()
-        .strip_prefix(raw_host)
-        .and_then(|rest| rest.strip_prefix(':'))
-        .filter(|p| !p.is_empty());
-    let port = match written_port {
-        None => 80,
-        Some(port) => port
-            .parse::<u16>()
-            .map_err(|_| format!("http probe URL {url:?} has an invalid port {port:?}"))?,
-    };
-    if port == 0 {
-        return Err(format!("http probe URL {url:?} has port 0"));
-    }
-    Ok(Target {
-        host: host.to_string(),
-        port,
-        host_header: authority.as_str().to_string(),
-        path: uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "/".to_string()),
-    })
-}
-
-async fn http_probe(url: &str, expect_status: Option<u16>) -> Result<(), String> {
-    let target = parse_url(url)?;
+async fn http_probe(target: &HttpTarget, expect_status: Option<u16>) -> Result<(), String> {
     let (stream, addr) = connect(&target.host, target.port).await?;
     // Probes are tiny and frequent: do not let Nagle hold the request back.
     let _ = stream.set_nodelay(true);
@@ -198,11 +94,16 @@ async fn http_probe(url: &str, expect_status: Option<u16>) -> Result<(), String>
         .await
         .map_err(|e| format!("HTTP handshake with {addr} failed: {e}"))?;
     let request = hyper::Request::get(target.path.as_str())
-        .header(hyper::header::HOST, target.host_header.as_str())
+        .header(hyper::header::HOST, target.host_header())
         .header(hyper::header::USER_AGENT, "paiosd-health")
         .header(hyper::header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("http probe URL {url:?} makes no valid request: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "http probe URL {:?} makes no valid request: {e}",
+                target.as_str()
+            )
+        })?;
 
     let exchange = async {
         let response = sender
@@ -402,7 +303,7 @@ async fn exec_probe(argv: &[String], timeout: Duration) -> Result<(), String> {
         tokio::select! {
             status = &mut exited => break status,
             _ = &mut deadline => {
-                return Err(format!("killed after timeout of {}", human_duration(timeout)));
+                return Err(format!("killed after timeout of {}", format_duration(timeout)));
             }
             _ = stdout.read_some() => {}
             _ = stderr.read_some() => {}
@@ -426,60 +327,6 @@ async fn exec_probe(argv: &[String], timeout: Duration) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_like_config() {
-        assert_eq!(human_duration(Duration::from_secs(2)), "2s");
-        assert_eq!(human_duration(Duration::from_millis(500)), "500ms");
-        assert_eq!(human_duration(Duration::from_millis(1500)), "1500ms");
-        assert_eq!(human_duration(Duration::from_micros(3)), "3µs");
-    }
-
-    #[test]
-    fn urls_are_split_for_connecting() {
-        let t = parse_url("http://127.0.0.1:3001/health?deep=1").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 3001));
-        assert_eq!(t.host_header, "127.0.0.1:3001");
-        assert_eq!(t.path, "/health?deep=1");
-        let t = parse_url("http://localhost").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.path.as_str()),
-            ("localhost", 80, "/")
-        );
-        let t = parse_url("http://[::1]:8080/").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
-        assert_eq!(t.host_header, "[::1]:8080");
-    }
-
-    #[test]
-    fn bad_urls_say_what_is_wrong() {
-        let err = |u: &str| parse_url(u).err().unwrap_or_default();
-        assert!(
-            err("https://x/").contains("only http://"),
-            "{}",
-            err("https://x/")
-        );
-        assert!(err("ftp://x/").contains("only http://"));
-        assert!(err("/health").contains("no http:// scheme"));
-        assert!(err("http://").contains("not a URL") || err("http://").contains("no host"));
-        assert!(err("http://a b/").contains("not a URL"));
-        assert!(err("http://u:p@host/").contains("user info"));
-        assert!(err("http://host:0/").contains("port 0"));
-        assert!(err("http://host:99999/").contains("invalid port"));
-        assert!(err("").contains("not a URL"));
-    }
-
-    #[test]
-    fn tcp_addresses_are_split() {
-        assert_eq!(split_host_port("127.0.0.1:80"), Ok(("127.0.0.1", 80)));
-        assert_eq!(split_host_port("[::1]:80"), Ok(("::1", 80)));
-        assert_eq!(split_host_port(" db.local:5432 "), Ok(("db.local", 5432)));
-        assert!(split_host_port("127.0.0.1").is_err_and(|e| e.contains("no port")));
-        assert!(split_host_port(":80").is_err_and(|e| e.contains("no host")));
-        assert!(split_host_port("h:http").is_err_and(|e| e.contains("invalid port")));
-        assert!(split_host_port("h:70000").is_err_and(|e| e.contains("invalid port")));
-        assert!(split_host_port("h:0").is_err_and(|e| e.contains("port 0")));
-    }
 
     #[test]
     fn the_tail_keeps_the_last_line() {

@@ -1,5 +1,6 @@
 //! Reading the ledger: a read-only connection, filters, one entry by id, the
-//! `--since` grammar, and whether a paiosd ran here before.
+//! `--since` grammar (a duration as [`crate::units`] reads it, a date or a time), and
+//! whether a paiosd ran here before.
 //!
 //! The file is opened `SQLITE_OPEN_READ_ONLY`, so `paiosctl ledger` can never change
 //! it, works while paiosd is down, and (thanks to WAL) reads a consistent snapshot while
@@ -14,6 +15,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
 use super::schema::{user_version, LedgerError, SCHEMA_VERSION};
+use crate::units;
 
 /// One row of the ledger as `paiosctl ledger --json` prints it. Every field is always
 /// present (null when it does not apply), so scripts can rely on the keys.
@@ -195,7 +197,7 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     })
 }
 
-const SINCE_HELP: &str = "expected a duration back from now (30m, 2h, 1d, 1h30m), a date \
+const SINCE_HELP: &str = "expected a duration back from now (30m, 2h, 1d, 1w, 1h30m), a date \
     (2026-11-24, local midnight) or a time (2026-11-24T08:00:00Z, or without an offset for local time)";
 
 /// Parses `--since`: a duration back from `now`, a local date, or a date and time.
@@ -206,7 +208,7 @@ pub fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Stri
         return Err(bad());
     }
     if text.as_bytes()[0].is_ascii_digit() && !text.contains(['-', ':']) {
-        let back = parse_duration(text).ok_or_else(bad)?;
+        let back = units::parse_duration(text).map_err(|_| bad())?;
         let back = chrono::Duration::from_std(back).map_err(|_| bad())?;
         return now
             .checked_sub_signed(back)
@@ -238,37 +240,6 @@ fn local(naive: NaiveDateTime) -> Option<DateTime<Utc>> {
         .from_local_datetime(&naive)
         .earliest()
         .map(|at| at.with_timezone(&Utc))
-}
-
-/// `500ms`, `30s`, `5m`, `2h`, `1d`, `1w`, or a sequence of them (`1h30m`).
-fn parse_duration(text: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return None;
-        }
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit_ms: u64 = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 7 * 86_400_000,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total = total.checked_add(Duration::from_millis(n.checked_mul(unit_ms)?))?;
-    }
-    Some(total)
 }
 
 /// Whether a paiosd ran on the state directory of this ledger before: it holds a
@@ -310,6 +281,8 @@ mod tests {
         assert_eq!(at("30m"), "2026-11-24T11:30:00+00:00");
         assert_eq!(at("1h30m"), "2026-11-24T10:30:00+00:00");
         assert_eq!(at("1500ms"), "2026-11-24T11:59:58.500+00:00");
+        assert_eq!(at("1w"), "2026-11-17T12:00:00+00:00");
+        assert_eq!(at("1w1d"), "2026-11-16T12:00:00+00:00");
     }
 
     #[test]
@@ -346,6 +319,8 @@ mod tests {
             "yesterday",
             "1 h",
             "9223372036854775807w",
+            "5215w",
+            "1m1h",
         ] {
             let err = parse_since(bad, now()).unwrap_err();
             assert!(

@@ -79,32 +79,19 @@ pub fn is_stderr(line: &[u8]) -> bool {
 
 /// Error for a `--since` value that is neither a duration nor an RFC 3339 time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("--since {0:?}: expected a duration such as 10m, 2h, 1d, 30s, 500ms, or an RFC 3339 time such as 2026-11-24T13:00:00+01:00")]
+#[error("--since {0:?}: expected a duration such as 10m, 2h, 1d, 1w, 1h30m, 500ms, or an RFC 3339 time such as 2026-11-24T13:00:00+01:00")]
 pub struct SinceError(pub String);
 
-/// Parses `--since`: a duration back from `now` (`10m`, `2h`, `1d`, `30s`, `500ms`)
-/// or an RFC 3339 time.
+/// Parses `--since`: a duration back from `now` (`10m`, `2h`, `1d`, `1w`, `1h30m`, as
+/// [`crate::units::parse_duration`] reads them) or an RFC 3339 time.
 pub fn parse_since(arg: &str, now: DateTime<Utc>) -> Result<DateTime<FixedOffset>, SinceError> {
     let bad = || SinceError(arg.to_string());
     let s = arg.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t);
     }
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (num, unit) = s.split_at(split);
-    let n: i64 = num.parse().map_err(|_| bad())?;
-    let ms_per = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(bad()),
-    };
-    let delta = n
-        .checked_mul(ms_per)
-        .and_then(chrono::TimeDelta::try_milliseconds)
-        .ok_or_else(bad)?;
+    let back = crate::units::parse_duration(s).map_err(|_| bad())?;
+    let delta = chrono::TimeDelta::from_std(back).map_err(|_| bad())?;
     let t = now.checked_sub_signed(delta).ok_or_else(bad)?;
     Ok(t.fixed_offset())
 }
@@ -575,8 +562,26 @@ mod tests {
             parse_since("500ms", now).unwrap().timestamp_millis(),
             now.timestamp_millis() - 500
         );
+        assert_eq!(
+            parse_since("1w", now).unwrap().to_rfc3339(),
+            "2025-12-25T12:00:00+00:00"
+        );
+        assert_eq!(
+            parse_since("1h30m", now).unwrap().to_rfc3339(),
+            "2026-01-01T10:30:00+00:00"
+        );
         assert!(parse_since("2026-01-01T11:00:00+01:00", now).is_ok());
-        for bad in ["", "m", "10", "10x", "-5m", "99999999999999999999d", "1.5h"] {
+        for bad in [
+            "",
+            "m",
+            "10",
+            "10x",
+            "-5m",
+            "99999999999999999999d",
+            "1.5h",
+            "5215w",
+            "30s1m",
+        ] {
             let e = parse_since(bad, now).unwrap_err();
             assert!(e.to_string().contains("--since"), "{bad}");
         }

@@ -336,7 +336,7 @@ mod tests {
     fn thresholds_come_from_the_health_config() {
         let cfg = HealthConfig {
             probe: crate::config::Probe::Tcp {
-                addr: "127.0.0.1:1".into(),
+                addr: "127.0.0.1:1".parse().expect("a probe address"),
             },
             interval: secs(10),
             timeout: secs(2),

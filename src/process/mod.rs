@@ -22,6 +22,7 @@ use macos as os;
 pub mod marker;
 pub mod stop;
 pub mod strays;
+mod signal;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,8 @@ use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+
+pub use signal::{parse_signal, signal_name};
 
 /// A process as paiosd knows it: PID plus the kernel's start time, so a PID reused by
 /// another program is never mistaken for the one recorded.
@@ -299,21 +302,6 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
     live_members(pgid).into_iter().map(|(pid, _)| pid).collect()
 }
 
-/// Resident memory of every process group with live members, in bytes, from one scan
-/// of the process table: what a status listing of many services needs.
-pub fn rss_by_group() -> std::collections::HashMap<i32, u64> {
-    let mut by_group = std::collections::HashMap::new();
-    for (pid, pgid, state) in os::all_groups() {
-        if matches!(state, 'Z' | 'X') {
-            continue;
-        }
-        if let Some(rss) = os::rss_bytes(pid) {
-            *by_group.entry(pgid).or_insert(0u64) += rss;
-        }
-    }
-    by_group
-}
-
 /// The scheduler state letter of `pid` (`R`, `S`, `T`, ...), or `None` if it is gone.
 pub fn state(pid: i32) -> Option<char> {
     if pid <= 0 {
@@ -430,66 +418,9 @@ pub fn become_subreaper() -> io::Result<()> {
     os::become_subreaper()
 }
 
-/// `"SIGKILL"` for 9; `"signal N"` for a number that is no signal here.
-pub fn signal_name(signal: i32) -> String {
-    match Signal::try_from(signal) {
-        Ok(s) => s.as_str().to_string(),
-        Err(_) => format!("signal {signal}"),
-    }
-}
-
-/// The number of a signal named `SIGTERM`, `TERM` or `term`, or given as its number
-/// (`15`). `None` for anything else, including 0.
-pub fn parse_signal(name: &str) -> Option<i32> {
-    let name = name.trim();
-    if let Ok(n) = name.parse::<i32>() {
-        return Signal::try_from(n).ok().map(|s| s as i32);
-    }
-    if name.is_empty() || !name.is_ascii() {
-        return None;
-    }
-    let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    full.parse::<Signal>().ok().map(|s| s as i32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signal_names_round_trip() {
-        assert_eq!(signal_name(libc::SIGKILL), "SIGKILL");
-        assert_eq!(signal_name(libc::SIGTERM), "SIGTERM");
-        assert_eq!(signal_name(0), "signal 0");
-        assert_eq!(signal_name(-3), "signal -3");
-        assert_eq!(signal_name(9999), "signal 9999");
-        for sig in Signal::iterator() {
-            assert_eq!(parse_signal(&signal_name(sig as i32)), Some(sig as i32));
-        }
-    }
-
-    #[test]
-    fn parse_signal_accepts_short_lowercase_and_numbers() {
-        assert_eq!(parse_signal("TERM"), Some(libc::SIGTERM));
-        assert_eq!(parse_signal("sigint"), Some(libc::SIGINT));
-        assert_eq!(parse_signal(" hup "), Some(libc::SIGHUP));
-        assert_eq!(parse_signal("9"), Some(libc::SIGKILL));
-    }
-
-    #[test]
-    fn parse_signal_rejects_junk() {
-        for bad in [
-            "", "SIG", "SIGFOO", "0", "-9", "99999", "SIGKILLX", "KİLL", "SIG TERM", "\0",
-        ] {
-            assert_eq!(parse_signal(bad), None, "{bad:?}");
-        }
-        assert_eq!(parse_signal(&"A".repeat(100_000)), None);
-    }
 
     #[test]
     fn signal_group_refuses_own_group_and_init() {
@@ -530,7 +461,7 @@ mod tests {
         }));
         assert!(list_processes().iter().any(|p| p.pid == me));
         assert!(group_members(info.pgid).contains(&me));
-        assert!(rss_by_group().get(&info.pgid).is_some_and(|&rss| rss > 0));
+        assert!(rss_of(&[info.pgid]).get(&info.pgid).is_some_and(|&rss| rss > 0));
         assert!(!group_all_stopped(info.pgid));
     }
 

@@ -221,8 +221,8 @@ impl Supervisor {
             if let Some(limit) = mem.limit.filter(|limit| rss > *limit) {
                 let detail = format!(
                     "group RSS {} over the limit of {}",
-                    crate::control::render::size(rss),
-                    crate::control::render::size(limit)
+                    crate::units::format_size_rounded(rss),
+                    crate::units::format_size_rounded(limit)
                 );
                 tracing::error!(service = name, "{detail}; restarting");
                 run.hung_context = Some(detail);
@@ -234,10 +234,10 @@ impl Supervisor {
                 if let Some(slope) = growth.check(now) {
                     let detail = format!(
                         "RSS growing {}/h over the last {:?} (now {}); alert above {}/h",
-                        crate::control::render::size((slope * 3600.0) as u64),
+                        crate::units::format_size_rounded((slope * 3600.0) as u64),
                         mem.window,
-                        crate::control::render::size(rss),
-                        crate::control::render::size(
+                        crate::units::format_size_rounded(rss),
+                        crate::units::format_size_rounded(
                             (mem.growth_alert.unwrap_or(0.0) * 3600.0) as u64
                         )
                     );

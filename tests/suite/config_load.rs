@@ -163,7 +163,7 @@ fn probes_and_expect_status() {
     assert_eq!(
         svc.health.unwrap().probe,
         Probe::Http {
-            url: "http://127.0.0.1:3001/health".into(),
+            url: "http://127.0.0.1:3001/health".parse().unwrap(),
             expect_status: Some(204)
         }
     );
@@ -171,7 +171,7 @@ fn probes_and_expect_status() {
     assert_eq!(
         svc.health.unwrap().probe,
         Probe::Tcp {
-            addr: "[::1]:5432".into()
+            addr: "[::1]:5432".parse().unwrap()
         }
     );
 }

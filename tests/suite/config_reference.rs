@@ -77,7 +77,7 @@ fn reference_deployment_loads_without_errors() {
     assert_eq!(
         health.probe,
         Probe::Http {
-            url: "http://127.0.0.1:3001/health".into(),
+            url: "http://127.0.0.1:3001/health".parse().unwrap(),
             expect_status: None
         }
     );
@@ -91,9 +91,8 @@ fn reference_deployment_loads_without_errors() {
         }
         match &svc.health.as_ref().expect(&svc.name).probe {
             Probe::Http { url, .. } => {
-                let target = paios::config::probe::parse_http_url(url).unwrap();
-                assert_eq!(target.host, "127.0.0.1", "{}", svc.name);
-                ports.push(target.port);
+                assert_eq!(url.host, "127.0.0.1", "{}", svc.name);
+                ports.push(url.port);
             }
             other => panic!("{}: {other:?}", svc.name),
         }
@@ -141,7 +140,7 @@ fn demo_config_loads_without_errors() {
     assert_eq!(heartbeat.schedule, "*/10 * * * * *");
     match &config.services["gateway"].health.as_ref().unwrap().probe {
         Probe::Http { url, expect_status } => {
-            assert_eq!(url, "http://127.0.0.1:18080/");
+            assert_eq!(url.as_str(), "http://127.0.0.1:18080/");
             assert_eq!(*expect_status, Some(200));
         }
         other => panic!("{other:?}"),

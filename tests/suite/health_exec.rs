@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::ran_in_own_process;
 use paios::config::{HealthConfig, OnFailure, Probe};
-use paios::health::{probe_once, rss_of_groups, spawn_prober};
+use paios::health::{probe_once, spawn_prober};
 use paios::process::{self, watch, SpawnSpec};
 use tokio_util::sync::CancellationToken;
 
@@ -294,7 +294,7 @@ async fn rss_is_summed_per_group_in_one_scan() {
     }
     let members = process::group_members(pgid);
     let bogus = i32::MAX - 7;
-    let rss = rss_of_groups(&[pgid, bogus]);
+    let rss = process::rss_of(&[pgid, bogus]);
     assert!(!rss.contains_key(&bogus));
     let group = rss.get(&pgid).copied().unwrap_or(0);
     assert!(group > 0, "group RSS 0");
@@ -306,5 +306,5 @@ async fn rss_is_summed_per_group_in_one_scan() {
     assert_eq!(rss.len(), 1);
     drop(cleanup);
     wait_group_gone(pgid).await;
-    assert!(rss_of_groups(&[pgid]).is_empty());
+    assert!(process::rss_of(&[pgid]).is_empty());
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use paios::config::probe::{HttpTarget, TcpTarget};
 use paios::config::{HealthConfig, OnFailure, Probe};
 use paios::health::{probe_once, spawn_prober, ProbeEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -177,8 +178,14 @@ fn closed_port() -> u16 {
 
 fn http(url: String) -> Probe {
     Probe::Http {
-        url,
+        url: url.parse().expect("a probe URL"),
         expect_status: None,
+    }
+}
+
+fn tcp(addr: &str) -> Probe {
+    Probe::Tcp {
+        addr: addr.parse().expect("a probe address"),
     }
 }
 
@@ -239,7 +246,7 @@ async fn http_503_is_unhealthy() {
 async fn expect_status_must_match_exactly() {
     let s = Server::start(Mode::Status(503));
     let expect = |code| Probe::Http {
-        url: s.url("/"),
+        url: s.url("/").parse().expect("a probe URL"),
         expect_status: Some(code),
     };
     assert_eq!(probe_once(&expect(503), ms(2000)).await, Ok(()));
@@ -298,25 +305,21 @@ async fn a_closed_port_is_connection_refused() {
         probe_once(&http(format!("http://{addr}/")), ms(2000)).await,
         want
     );
-    assert_eq!(probe_once(&Probe::Tcp { addr }, ms(2000)).await, want);
+    assert_eq!(probe_once(&tcp(&addr), ms(2000)).await, want);
 }
 
 #[tokio::test]
 async fn tcp_probe_follows_the_listener() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let probe = Probe::Tcp {
-        addr: addr.to_string(),
-    };
+    let probe = tcp(&addr.to_string());
     assert_eq!(probe_once(&probe, ms(2000)).await, Ok(()));
     drop(listener);
     assert_eq!(
         probe_once(&probe, ms(2000)).await,
         Err(format!("connection refused to {addr}"))
     );
-    let by_name = Probe::Tcp {
-        addr: format!("localhost:{}", closed_port()),
-    };
+    let by_name = tcp(&format!("localhost:{}", closed_port()));
     let err = probe_once(&by_name, ms(2000)).await.expect_err("closed");
     assert!(err.contains("connection refused"), "{err}");
 }
@@ -326,15 +329,11 @@ async fn unreachable_hosts_fail_within_the_timeout() {
     let timeout = ms(500);
     for probe in [
         // Reserved for documentation: never routed.
-        Probe::Tcp {
-            addr: "192.0.2.1:80".into(),
-        },
+        tcp("192.0.2.1:80"),
         http("http://192.0.2.1:8080/health".into()),
         // A name that cannot exist (RFC 6761).
-        Probe::Tcp {
-            addr: "no-such-host.invalid:80".into(),
-        },
-        http("http://no-such-host.invalid/".into()),
+        tcp("no-such-host.invalid:80"),
+        http("http://no-such-host.invalid:80/".into()),
     ] {
         let t0 = Instant::now();
         let err = probe_once(&probe, timeout)
@@ -353,30 +352,26 @@ async fn unreachable_hosts_fail_within_the_timeout() {
     }
 }
 
-#[tokio::test]
-async fn bad_probe_addresses_are_clear_errors() {
-    for (probe, want) in [
-        (http("https://127.0.0.1/".into()), "only http://"),
-        (http("127.0.0.1:80".into()), "no http:// scheme"),
-        (http("http://127.0.0.1:70000/".into()), "invalid port"),
-        (http("http://exa mple/".into()), "not a URL"),
-        (Probe::Tcp { addr: "".into() }, "no port"),
-        (
-            Probe::Tcp {
-                addr: "127.0.0.1".into(),
-            },
-            "no port",
-        ),
-        (
-            Probe::Tcp {
-                addr: "127.0.0.1:x".into(),
-            },
-            "invalid port",
-        ),
-        (Probe::Tcp { addr: ":80".into() }, "no host"),
+#[test]
+fn bad_probe_addresses_are_clear_errors_when_loaded() {
+    for (url, want) in [
+        ("https://127.0.0.1:80/", "https is not supported"),
+        ("127.0.0.1:80", "not a URL"),
+        ("http://127.0.0.1:70000/", "not a port"),
+        ("http://exa mple:80/", "not a host"),
+        ("http://127.0.0.1/", "needs a port"),
     ] {
-        let err = probe_once(&probe, ms(500)).await.expect_err("bad input");
-        assert!(err.contains(want), "{probe:?}: {err}");
+        let err = url.parse::<HttpTarget>().expect_err(url);
+        assert!(err.contains(want), "{url}: {err}");
+    }
+    for (addr, want) in [
+        ("", "needs a port"),
+        ("127.0.0.1", "needs a port"),
+        ("127.0.0.1:x", "not a port"),
+        (":80", "needs a host"),
+    ] {
+        let err = addr.parse::<TcpTarget>().expect_err(addr);
+        assert!(err.contains(want), "{addr:?}: {err}");
     }
 }
 
@@ -516,13 +511,7 @@ async fn prober_ends_when_nobody_listens() {
     let task = spawn_prober(
         "db".into(),
         9,
-        health(
-            Probe::Tcp {
-                addr: addr.to_string(),
-            },
-            ms(20),
-            ms(500),
-        ),
+        health(tcp(&addr.to_string()), ms(20), ms(500)),
         tx,
         CancellationToken::new(),
     );

@@ -675,3 +675,43 @@ fn a_stalled_log_file_holds_a_fast_service_only_briefly_then_drops() {
     drop(release);
     drop(d);
 }
+
+#[test]
+fn logs_since_takes_the_same_durations_as_the_ledger() {
+    let dirs = TestDirs::new();
+    let stamp = |days: i64| {
+        (chrono::Utc::now() - chrono::TimeDelta::days(days))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    std::fs::write(
+        dirs.logs.join("kb.log"),
+        format!(
+            "{} ten days ago\n{} two days ago\n{} today\n",
+            stamp(10),
+            stamp(2),
+            stamp(0)
+        ),
+    )
+    .expect("write kb.log");
+    let logs = |since: &str| {
+        let out = Command::new(paiosctl_path())
+            .args(dirs.args())
+            .args(["logs", "kb", "--since", since])
+            .stdin(Stdio::null())
+            .output()
+            .expect("paiosctl runs");
+        let stdout = lines_of(&out.stdout);
+        (out.status.code(), stdout, text(&out.stderr))
+    };
+    let (code, lines, err) = logs("1w");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].ends_with(" two days ago"), "{lines:?}");
+    assert!(lines[1].ends_with(" today"), "{lines:?}");
+    let (code, lines, err) = logs("1w5d");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let (code, lines, err) = logs("1d1w");
+    assert_eq!(code, Some(1), "{lines:?}");
+    assert!(err.contains("--since"), "{err}");
+}

@@ -295,15 +295,9 @@ fn group_rss_counts_resident_memory() {
         "rss stayed at {}",
         group_rss(run.pgid)
     );
-    let all = process::rss_by_group();
-    assert!(
-        all.get(&run.pgid).is_some_and(|&rss| rss > 32 << 20),
-        "{all:?}"
-    );
     process::signal_group(run.pgid, libc::SIGKILL).unwrap();
     assert!(wait_until(WAIT, || !process::group_alive(run.pgid)));
     assert_eq!(group_rss(run.pgid), 0);
-    assert!(!process::rss_by_group().contains_key(&run.pgid));
 }
 
 #[test]

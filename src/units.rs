@@ -1,10 +1,17 @@
-//! Durations (`500ms`, `1m30s`), sizes (`512KiB`, `10MB`, `1024`) and growth rates
-//! (`10MiB/h`) as written in service files.
+//! Durations (`500ms`, `1m30s`, `1w`), sizes (`512KiB`, `10MB`, `1024`) and growth
+//! rates (`10MiB/h`): the one grammar for reading them, in service files and on the
+//! command line alike, and the one place that writes them back for people.
 //!
 //! Each parser returns a message that says what was expected, with an example, so
-//! the caller only has to add the file, line and key. Durations are capped at 100
-//! years: larger values would overflow `Instant + Duration` somewhere downstream and
-//! are never what a person meant.
+//! the caller only has to add the file, line and key (or the flag). Durations are
+//! capped at 100 years: larger values would overflow `Instant + Duration` somewhere
+//! downstream and are never what a person meant.
+//!
+//! Durations are written with the unit words they are read in, at one of three
+//! precisions: exact, for a value a person configured (it reads back to the same
+//! duration); the two largest units, for a measured value read at a glance (an
+//! uptime, an age); and a fixed shape for a table column (how long each run lasted).
+//! Sizes: exact for configured values, one decimal for measured ones.
 
 use std::time::Duration;
 
@@ -12,13 +19,14 @@ use std::time::Duration;
 pub const MAX_DURATION_SECS: u64 = 100 * 365 * 86_400;
 
 const DURATION_HELP: &str =
-    "expected a number with a unit (ms, s, m, h, d), e.g. \"500ms\", \"10s\" or \"1m30s\"";
+    "expected a number with a unit (ms, s, m, h, d, w), e.g. \"500ms\", \"10s\" or \"1m30s\"";
 
 const SIZE_HELP: &str = "expected a whole number of bytes with a unit (B, KiB, MiB, GiB, TiB, \
      or decimal KB, MB, GB, TB), e.g. \"512KiB\" or \"10MiB\"";
 
-/// Parses `500ms`, `10s`, `5m`, `2h`, `1d` and combinations from largest to smallest
-/// unit (`1h30m`, `1m30s`). `0s` parses; callers that need a positive value check.
+/// Parses `500ms`, `10s`, `5m`, `2h`, `1d`, `1w` and combinations from largest to
+/// smallest unit (`1h30m`, `1m30s`). `0s` parses; callers that need a positive value
+/// check.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err(format!("empty duration: {DURATION_HELP}"));
@@ -27,7 +35,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("`{s}` is negative: {DURATION_HELP}"));
     }
     // (unit, milliseconds per unit), largest first: the order a combination must follow.
-    const UNITS: [(&str, u64); 5] = [
+    const UNITS: [(&str, u64); 6] = [
+        ("w", 7 * 86_400_000),
         ("d", 86_400_000),
         ("h", 3_600_000),
         ("m", 60_000),
@@ -131,22 +140,59 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
     Ok(bytes as f64 / seconds)
 }
 
-/// Renders a duration the way a person would write it in a service file.
+/// The units a duration is written in, largest first, in milliseconds. Weeks are read
+/// but never written: `14d` says the same as `2w` to everyone.
+const WRITTEN_UNITS: [(&str, u128); 5] = [
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1_000),
+    ("ms", 1),
+];
+
+/// Renders a duration exactly, the way a person would write it in a service file
+/// (`1m30s`, `500ms`, `1d`); what it returns parses back to the same duration (to the
+/// millisecond). For echoing configured values: timeouts, intervals, limits.
 pub fn format_duration(d: Duration) -> String {
+    write_duration(d, WRITTEN_UNITS.len())
+}
+
+/// Renders a duration in its two largest units, cut down (never up): `3d4h`, `5m12s`,
+/// `1h` for an hour and five seconds, `850ms`. For measured values read at a glance:
+/// uptimes, ages, how long a run lasted.
+pub fn format_duration_rounded(d: Duration) -> String {
+    write_duration(d, 2)
+}
+
+/// Renders a duration for a table column, where every row has the same shape: the
+/// two largest units with the second zero-padded (`3m12s`, `2h05m`, `1d03h`, `1m00s`),
+/// tenths below a minute (`12.3s`) and milliseconds below a second (`850ms`).
+pub fn format_duration_column(d: Duration) -> String {
+    let ms = d.as_millis();
+    let s = ms / 1000;
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1_000..=59_999 => format!("{}.{}s", s, (ms % 1000) / 100),
+        60_000..=3_599_999 => format!("{}m{:02}s", s / 60, s % 60),
+        3_600_000..=86_399_999 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// Up to `units` consecutive units, starting at the largest one that is not zero.
+fn write_duration(d: Duration, units: usize) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         return "0s".to_string();
     }
+    let first = WRITTEN_UNITS
+        .iter()
+        .position(|(_, per)| ms >= *per)
+        .unwrap_or(WRITTEN_UNITS.len() - 1);
     let mut out = String::new();
     let mut rest = ms;
-    for (unit, per) in [
-        ("d", 86_400_000u128),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ] {
-        if rest >= per {
+    for (unit, per) in WRITTEN_UNITS.iter().skip(first).take(units) {
+        if rest >= *per {
             out.push_str(&format!("{}{unit}", rest / per));
             rest %= per;
         }
@@ -154,7 +200,8 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
-/// Renders a byte count with the largest binary unit that divides it exactly.
+/// Renders a byte count exactly, with the largest binary unit that divides it
+/// (`10MiB`, `1000B`), the way a service file writes it. For configured values.
 pub fn format_size(bytes: u64) -> String {
     for (unit, per) in [
         ("TiB", 1u64 << 40),
@@ -169,6 +216,22 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes}B")
 }
 
+/// Renders a byte count to one decimal in the largest binary unit that fits:
+/// `512 B`, `12.3 MiB`, `1.0 GiB`. For measured values (RSS).
+pub fn format_size_rounded(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +244,9 @@ mod tests {
             ("5m", 300_000),
             ("2h", 7_200_000),
             ("1d", 86_400_000),
+            ("1w", 7 * 86_400_000),
+            ("2w3d", 17 * 86_400_000),
+            ("1w1ms", 7 * 86_400_000 + 1),
             ("1m30s", 90_000),
             ("1h30m", 5_400_000),
             ("1s500ms", 1_500),
@@ -207,6 +273,11 @@ mod tests {
             "1s1s",
             "99999999999999999999s",
             "36501d",
+            "5215w",
+            "1d1w",
+            "1w1w",
+            "1W",
+            "1wk",
             "1d ",
         ] {
             let err = parse_duration(s).expect_err(s);
@@ -218,6 +289,17 @@ mod tests {
         assert!(parse_duration("10").unwrap_err().contains("no unit"));
         assert!(parse_duration("-5s").unwrap_err().contains("negative"));
         assert!(parse_duration("36500d").is_ok());
+        assert!(parse_duration("5214w").is_ok());
+        assert!(parse_duration("5214w2d").is_ok());
+        assert!(parse_duration("5214w3d")
+            .unwrap_err()
+            .contains("at most 36500d"));
+        assert!(parse_duration("1d1w")
+            .unwrap_err()
+            .contains("largest to smallest"));
+        assert!(parse_duration("1y")
+            .unwrap_err()
+            .contains("unknown unit `y`"));
     }
 
     #[test]
@@ -264,10 +346,53 @@ mod tests {
 
     #[test]
     fn formatting_round_trips() {
-        for s in ["500ms", "10s", "1m30s", "1d", "0s", "1h1ms"] {
+        for s in ["500ms", "10s", "1m30s", "1d", "0s", "1h1ms", "400d1s"] {
             assert_eq!(format_duration(parse_duration(s).unwrap()), s);
         }
+        assert_eq!(format_duration(parse_duration("2w").unwrap()), "14d");
+        assert_eq!(format_duration(Duration::from_micros(1500)), "1ms");
         assert_eq!(format_size(10 << 20), "10MiB");
         assert_eq!(format_size(1000), "1000B");
+    }
+
+    #[test]
+    fn rounded_durations_show_two_units() {
+        let secs = |n| format_duration_rounded(Duration::from_secs(n));
+        assert_eq!(secs(0), "0s");
+        assert_eq!(secs(42), "42s");
+        assert_eq!(secs(312), "5m12s");
+        assert_eq!(secs(300), "5m");
+        assert_eq!(secs(3 * 86_400 + 4 * 3_600 + 59), "3d4h");
+        assert_eq!(secs(86_400 + 30), "1d");
+        assert_eq!(secs(3_600 + 5), "1h");
+        let ms = |n| format_duration_rounded(Duration::from_millis(n));
+        assert_eq!(ms(850), "850ms");
+        assert_eq!(ms(12_345), "12s345ms");
+        assert_eq!(ms(7_500_000), "2h5m");
+        // What it writes is a duration that parses.
+        for n in [1, 999, 61_001, 90_061_001] {
+            assert!(parse_duration(&ms(n)).is_ok(), "{n}");
+        }
+    }
+
+    #[test]
+    fn column_durations_keep_one_shape() {
+        let ms = |n| format_duration_column(Duration::from_millis(n));
+        assert_eq!(ms(0), "0ms");
+        assert_eq!(ms(850), "850ms");
+        assert_eq!(ms(12_345), "12.3s");
+        assert_eq!(ms(60_000), "1m00s");
+        assert_eq!(ms(192_000), "3m12s");
+        assert_eq!(ms(7_500_000), "2h05m");
+        assert_eq!(ms(97_200_000), "1d03h");
+    }
+
+    #[test]
+    fn rounded_sizes_use_binary_units() {
+        assert_eq!(format_size_rounded(512), "512 B");
+        assert_eq!(format_size_rounded(1024), "1.0 KiB");
+        assert_eq!(format_size_rounded(12_897_485), "12.3 MiB");
+        assert_eq!(format_size_rounded(1 << 30), "1.0 GiB");
+        assert_eq!(format_size_rounded(u64::MAX), "16384.0 PiB");
     }
 }

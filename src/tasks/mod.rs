@@ -1,1 +1,0 @@
-//! Scheduled tasks: cron schedules, catch-up and overlap.
