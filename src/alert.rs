@@ -17,7 +17,10 @@
 //! the shell, and the closing pipe says the shell is done. The final `kill -s KILL 0`
 //! ends whatever the command left running in its group while the group certainly still
 //! exists, so an alert never leaves an orphan and paios never signals a group number
-//! that might have been reused.
+//! that might have been reused. Like every spawn, the shell gets the parent-death
+//! signal (Linux): if paiosd is killed mid-alert the shell dies before that last
+//! `kill`, and what the command started lives on unmarked (no `PAIOS_INSTANCE`), so
+//! no sweep finds it; an alert command should not leave background work behind.
 //!
 //! A cheap per-(service, event) minimum interval guards against a flood if the caller's
 //! rate limiting (the policy's job) ever fails; it is measured on the alerts' own `at`

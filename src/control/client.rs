@@ -99,7 +99,8 @@ impl Client {
     /// a blocking connect wait forever).
     pub fn connect_timeout(socket: &Path, timeout: Duration) -> Result<Client, ClientError> {
         // The send timeout set for connecting stays on the stream.
-        let stream = connect_unix(socket, timeout).map_err(|source| classify(socket, source))?;
+        let stream =
+            connect_unix(socket, timeout).map_err(|source| classify(socket, timeout, source))?;
         Ok(Client {
             reader: BufReader::new(stream),
             timeout,
@@ -157,7 +158,7 @@ impl Client {
     }
 }
 
-fn classify(socket: &Path, source: io::Error) -> ClientError {
+fn classify(socket: &Path, timeout: Duration, source: io::Error) -> ClientError {
     let not_running = matches!(
         source.kind(),
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
@@ -168,7 +169,7 @@ fn classify(socket: &Path, source: io::Error) -> ClientError {
             source,
         }
     } else if source.kind() == io::ErrorKind::TimedOut {
-        ClientError::Timeout(Duration::ZERO)
+        ClientError::Timeout(timeout)
     } else {
         ClientError::Connect {
             socket: socket.to_path_buf(),

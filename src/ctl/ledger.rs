@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Local, Utc};
 
-use crate::ledger::query::{parse_since, Entry, Filter, Reader};
+use crate::ledger::query::{Entry, Filter, Reader};
 use crate::ledger::schema::LedgerError;
 use crate::ledger::CRASH_OUTCOMES;
 use crate::names::is_service_name;
@@ -170,7 +170,7 @@ fn filter_from(args: &LedgerArgs, json: bool, now: DateTime<Utc>) -> Result<Filt
         }
     }
     let since = match &args.since {
-        Some(text) => Some(parse_since(text, now).map_err(|e| format!("--since {e}"))?),
+        Some(text) => Some(units::parse_since(text, now).map_err(|e| format!("--since {e}"))?),
         None => None,
     };
     let mut outcomes = Vec::new();

@@ -1,6 +1,5 @@
 //! Reading the ledger: a read-only connection, filters, one entry by id, the
-//! `--since` grammar (a duration as [`crate::units`] reads it, a date or a time), and
-//! whether a paiosd ran here before.
+//! and whether a paiosd ran here before. `--since` is read by [`crate::units::parse_since`].
 //!
 //! The file is opened `SQLITE_OPEN_READ_ONLY`, so `paiosctl ledger` can never change
 //! it, works while paiosd is down, and (thanks to WAL) reads a consistent snapshot while
@@ -9,13 +8,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
 use super::schema::{user_version, LedgerError, SCHEMA_VERSION};
-use crate::units;
 
 /// One row of the ledger as `paiosctl ledger --json` prints it. Every field is always
 /// present (null when it does not apply), so scripts can rely on the keys.
@@ -197,51 +195,6 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     })
 }
 
-const SINCE_HELP: &str = "expected a duration back from now (30m, 2h, 1d, 1w, 1h30m), a date \
-    (2026-11-24, local midnight) or a time (2026-11-24T08:00:00Z, or without an offset for local time)";
-
-/// Parses `--since`: a duration back from `now`, a local date, or a date and time.
-pub fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    let text = text.trim();
-    let bad = || format!("`{text}`: {SINCE_HELP}");
-    if text.is_empty() {
-        return Err(bad());
-    }
-    if text.as_bytes()[0].is_ascii_digit() && !text.contains(['-', ':']) {
-        let back = units::parse_duration(text).map_err(|_| bad())?;
-        let back = chrono::Duration::from_std(back).map_err(|_| bad())?;
-        return now
-            .checked_sub_signed(back)
-            .ok_or_else(|| format!("`{text}`: too far back"));
-    }
-    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
-        return Ok(at.with_timezone(&Utc));
-    }
-    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        let midnight = date.and_hms_opt(0, 0, 0).ok_or_else(bad)?;
-        return local(midnight).ok_or_else(bad);
-    }
-    for format in [
-        "%Y-%m-%dT%H:%M:%S",
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d %H:%M",
-    ] {
-        if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
-            return local(naive).ok_or_else(bad);
-        }
-    }
-    Err(bad())
-}
-
-/// A local wall-clock time as UTC; on a DST fold, the earlier of the two.
-fn local(naive: NaiveDateTime) -> Option<DateTime<Utc>> {
-    Local
-        .from_local_datetime(&naive)
-        .earliest()
-        .map(|at| at.with_timezone(&Utc))
-}
-
 /// Whether a paiosd ran on the state directory of this ledger before: it holds a
 /// `daemon_start`. The start-up sweep asks, before opening the ledger (which creates
 /// the file), to tell a first start from records lost since the last one. A ledger
@@ -267,69 +220,6 @@ pub fn previous_paiosd_ran(ledger: &Path) -> bool {
 mod tests {
     use super::*;
 
-    fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc)
-    }
-
-    #[test]
-    fn durations_count_back_from_now() {
-        let at = |s| parse_since(s, now()).unwrap().to_rfc3339();
-        assert_eq!(at("2h"), "2026-11-24T10:00:00+00:00");
-        assert_eq!(at("1d"), "2026-11-23T12:00:00+00:00");
-        assert_eq!(at("30m"), "2026-11-24T11:30:00+00:00");
-        assert_eq!(at("1h30m"), "2026-11-24T10:30:00+00:00");
-        assert_eq!(at("1500ms"), "2026-11-24T11:59:58.500+00:00");
-        assert_eq!(at("1w"), "2026-11-17T12:00:00+00:00");
-        assert_eq!(at("1w1d"), "2026-11-16T12:00:00+00:00");
-    }
-
-    #[test]
-    fn absolute_times_parse_with_and_without_offsets() {
-        let at = |s| parse_since(s, now()).unwrap();
-        assert_eq!(
-            at("2026-11-20T08:00:00+01:00").to_rfc3339(),
-            "2026-11-20T07:00:00+00:00"
-        );
-        let local_midnight = Local
-            .from_local_datetime(
-                &NaiveDate::from_ymd_opt(2026, 11, 20)
-                    .unwrap()
-                    .and_hms_opt(0, 0, 0)
-                    .unwrap(),
-            )
-            .earliest()
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(at("2026-11-20"), local_midnight);
-        assert_eq!(at("2026-11-20 00:00"), local_midnight);
-    }
-
-    #[test]
-    fn nonsense_is_an_error_that_shows_the_grammar() {
-        for bad in [
-            "",
-            "2x",
-            "h",
-            "-1h",
-            "1h-",
-            "99999999999999999999d",
-            "2026-13-01",
-            "yesterday",
-            "1 h",
-            "9223372036854775807w",
-            "5215w",
-            "1m1h",
-        ] {
-            let err = parse_since(bad, now()).unwrap_err();
-            assert!(
-                err.contains("expected") || err.contains("too far"),
-                "{bad}: {err}"
-            );
-        }
-    }
-
     #[test]
     fn a_previous_paiosd_is_told_by_its_daemon_start() {
         use crate::ledger::{EventRecord, Ledger, Record};
@@ -342,7 +232,7 @@ mod tests {
                 "service",
                 event,
                 None,
-                now(),
+                Utc::now(),
             )));
             ledger.close(Duration::from_secs(10));
         };

@@ -77,23 +77,17 @@ pub fn is_stderr(line: &[u8]) -> bool {
     rest.starts_with(STDERR_MARK.as_bytes())
 }
 
-/// Error for a `--since` value that is neither a duration nor an RFC 3339 time.
+/// Error for a `--since` value that is neither a duration nor a date or time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("--since {0:?}: expected a duration such as 10m, 2h, 1d, 1w, 1h30m, 500ms, or an RFC 3339 time such as 2026-11-24T13:00:00+01:00")]
+#[error("--since {0}")]
 pub struct SinceError(pub String);
 
-/// Parses `--since`: a duration back from `now` (`10m`, `2h`, `1d`, `1w`, `1h30m`, as
-/// [`crate::units::parse_duration`] reads them) or an RFC 3339 time.
+/// Parses `--since` with the grammar every verb shares ([`crate::units::parse_since`]),
+/// in the offset-carrying form the line filter compares with.
 pub fn parse_since(arg: &str, now: DateTime<Utc>) -> Result<DateTime<FixedOffset>, SinceError> {
-    let bad = || SinceError(arg.to_string());
-    let s = arg.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t);
-    }
-    let back = crate::units::parse_duration(s).map_err(|_| bad())?;
-    let delta = chrono::TimeDelta::from_std(back).map_err(|_| bad())?;
-    let t = now.checked_sub_signed(delta).ok_or_else(bad)?;
-    Ok(t.fixed_offset())
+    crate::units::parse_since(arg, now)
+        .map(|t| t.fixed_offset())
+        .map_err(SinceError)
 }
 
 /// One file of a log, opened.

@@ -20,9 +20,9 @@ mod macos;
 use macos as os;
 
 pub mod marker;
+mod signal;
 pub mod stop;
 pub mod strays;
-mod signal;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -461,7 +461,9 @@ mod tests {
         }));
         assert!(list_processes().iter().any(|p| p.pid == me));
         assert!(group_members(info.pgid).contains(&me));
-        assert!(rss_of(&[info.pgid]).get(&info.pgid).is_some_and(|&rss| rss > 0));
+        assert!(rss_of(&[info.pgid])
+            .get(&info.pgid)
+            .is_some_and(|&rss| rss > 0));
         assert!(!group_all_stopped(info.pgid));
     }
 

@@ -165,7 +165,10 @@ fn first_line(run: &mut process::Spawned) -> Option<String> {
 
 #[test]
 fn stop_all_ends_groups_with_their_signal_and_kills_the_stubborn_after_grace() {
-    if ran_in_own_process(module_path!(), "stop_all_ends_groups_with_their_signal_and_kills_the_stubborn_after_grace") {
+    if ran_in_own_process(
+        module_path!(),
+        "stop_all_ends_groups_with_their_signal_and_kills_the_stubborn_after_grace",
+    ) {
         return;
     }
     let mut guard = GroupGuard::new();
@@ -251,7 +254,10 @@ fn stop_all_never_touches_a_reused_pid() {
 
 #[test]
 fn stop_all_ends_a_single_process_and_not_its_group() {
-    if ran_in_own_process(module_path!(), "stop_all_ends_a_single_process_and_not_its_group") {
+    if ran_in_own_process(
+        module_path!(),
+        "stop_all_ends_a_single_process_and_not_its_group",
+    ) {
         return;
     }
     let mut guard = GroupGuard::new();
