@@ -141,50 +141,27 @@ pub fn find_escapees(
     marker_of: &dyn Fn(&ProcInfo) -> Marker,
     instance: &str,
 ) -> Vec<Escaped> {
-    let by_pid: HashMap<i32, &ProcInfo> = procs.iter().map(|p| (p.pid, p)).collect();
-    let run_of_group: HashMap<i32, &RunRef> = runs.iter().map(|r| (r.pgid, r)).collect();
-    let run_of_leader: HashMap<i32, &RunRef> = runs.iter().map(|r| (r.leader, r)).collect();
-    let own_group = by_pid.get(&paiosd).map(|p| p.pgid);
+    let tree = Ancestry {
+        by_pid: procs.iter().map(|p| (p.pid, p)).collect(),
+        run_of_group: runs.iter().map(|r| (r.pgid, r)).collect(),
+        run_of_leader: runs.iter().map(|r| (r.leader, r)).collect(),
+        runs,
+        paiosd,
+        marker_of,
+        instance,
+    };
+    let own_group = tree.by_pid.get(&paiosd).map(|p| p.pgid);
     let mut found: Vec<Escaped> = Vec::new();
     for p in procs {
         if !p.is_live()
             || p.pid == paiosd
             || known.contains(&p.pgid)
             || Some(p.pgid) == own_group
-            || run_of_leader.contains_key(&p.pid)
+            || tree.run_of_leader.contains_key(&p.pid)
         {
             continue;
         }
-        let mut owner: Option<&RunRef> = None;
-        let mut at = p.ppid;
-        for _ in 0..64 {
-            if at <= 1 {
-                break;
-            }
-            if at == paiosd {
-                // Re-parented to paiosd: only the marker can say whose it was.
-                if let Marker::Paios {
-                    instance: theirs,
-                    service,
-                } = marker_of(p)
-                {
-                    if theirs == instance {
-                        owner = runs.iter().find(|r| r.service == service);
-                    }
-                }
-                break;
-            }
-            if let Some(r) = run_of_leader.get(&at) {
-                owner = Some(r);
-                break;
-            }
-            let Some(parent) = by_pid.get(&at) else { break };
-            if let Some(r) = run_of_group.get(&parent.pgid) {
-                owner = Some(r);
-                break;
-            }
-            at = parent.ppid;
-        }
+        let owner = tree.owner_of(p);
         if let Some(run) = owner {
             found.push(Escaped {
                 service: run.service.clone(),
@@ -200,6 +177,48 @@ pub fn find_escapees(
         .collect();
     found.retain(|e| e.leads_group() || !leaders.contains(&e.pgid));
     found
+}
+
+/// What walking up from a process to the run it came from needs.
+struct Ancestry<'a> {
+    by_pid: HashMap<i32, &'a ProcInfo>,
+    run_of_group: HashMap<i32, &'a RunRef>,
+    run_of_leader: HashMap<i32, &'a RunRef>,
+    runs: &'a [RunRef],
+    paiosd: i32,
+    marker_of: &'a dyn Fn(&ProcInfo) -> Marker,
+    instance: &'a str,
+}
+
+impl<'a> Ancestry<'a> {
+    /// The run `p` descends from: through a member of its group or its leader, or, once
+    /// re-parented to paiosd, by the marker in its environment.
+    fn owner_of(&self, p: &ProcInfo) -> Option<&'a RunRef> {
+        let mut at = p.ppid;
+        for _ in 0..64 {
+            if at <= 1 {
+                return None;
+            }
+            if at == self.paiosd {
+                // Re-parented to paiosd: only the marker can say whose it was.
+                return match (self.marker_of)(p) {
+                    Marker::Paios { instance, service } if instance == self.instance => {
+                        self.runs.iter().find(|r| r.service == service)
+                    }
+                    _ => None,
+                };
+            }
+            if let Some(r) = self.run_of_leader.get(&at) {
+                return Some(r);
+            }
+            let parent = self.by_pid.get(&at)?;
+            if let Some(r) = self.run_of_group.get(&parent.pgid) {
+                return Some(r);
+            }
+            at = parent.ppid;
+        }
+        None
+    }
 }
 
 /// Sends `signal` to an escapee: its group when it led one (the group cannot be

@@ -105,29 +105,16 @@ impl Supervisor {
         self.leaders.insert(spawned.leader.pid, name.to_string());
         self.logs
             .attach(name, id, svc.cfg.logs, spawned.stdout, spawned.stderr);
-        tracing::info!(
-            service = name,
-            pid = spawned.leader.pid,
-            attempt,
-            "started {}",
-            spec.argv.join(" ")
-        );
-        svc.run = Some(Run {
+        let (pid, command) = (spawned.leader.pid, spec.argv.join(" "));
+        tracing::info!(service = name, pid, attempt, "started {command}");
+        svc.run = Some(Run::new(
             id,
-            leader: spawned.leader,
-            pgid: spawned.pgid,
-            started: now.mono,
-            started_wall: now.wall,
+            spawned.leader,
+            spawned.pgid,
+            (now.mono, now.wall),
             attempt,
             delay,
-            leader_exit: None,
-            stopping: None,
-            polls: 0,
-            health: None,
-            watch: Default::default(),
-            hung_context: None,
-            escapees: Vec::new(),
-        });
+        ));
         svc.enter(if svc.cfg.health.is_some() {
             State::Starting
         } else {
@@ -441,12 +428,6 @@ impl Supervisor {
 
     /// Performs what `policy::after_run` decides follows a run's end.
     pub(super) fn after_run(&mut self, name: &str, ended: Ended) {
-        if self.services.get(name).is_some_and(|s| s.is_task()) {
-            // A reload that changed the task while it ran left it without a schedule.
-            self.arm_tasks();
-        }
-        let jitter = self.os.jitter();
-        let (now, shutting_down) = (self.now.mono, self.shutting_down);
         let Some(svc) = self.services.get_mut(name) else {
             return;
         };
@@ -458,6 +439,16 @@ impl Supervisor {
                 svc.rest(Hold::None);
             }
         }
+        let settled = !matches!(svc.want, Want::Remove | Want::Restart);
+        if svc.is_task() && settled && !self.shutting_down {
+            // A reload that changed the task while it ran left it without a schedule.
+            self.arm_tasks();
+        }
+        let jitter = self.os.jitter();
+        let (now, shutting_down) = (self.now.mono, self.shutting_down);
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
         let standing = Standing {
             want: svc.want,
             shutting_down,
@@ -540,18 +531,24 @@ impl Supervisor {
                 );
                 self.hold_backoff(name, until, delay, attempt);
             }
-            Next::TaskFailed => {
-                svc.want = Want::Down;
-                svc.rest(Hold::None);
-                svc.next_attempt = 0;
-                let detail = match &svc.last_exit {
-                    Some(exit) => format!("{outcome} (pid {})", exit.pid),
-                    None => outcome.to_string(),
-                };
-                tracing::warn!(service = name, "task failed: {detail}");
-                self.alert(name, "task", "task_failed", detail);
-            }
+            Next::TaskFailed => self.task_failed(name, outcome),
         }
+    }
+
+    /// A failed task run with no retry left: reported, and idle until its next time.
+    fn task_failed(&mut self, name: &str, outcome: Outcome) {
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        svc.want = Want::Down;
+        svc.rest(Hold::None);
+        svc.next_attempt = 0;
+        let detail = match &svc.last_exit {
+            Some(exit) => format!("{outcome} (pid {})", exit.pid),
+            None => outcome.to_string(),
+        };
+        tracing::warn!(service = name, "task failed: {detail}");
+        self.alert(name, "task", "task_failed", detail);
     }
 
     /// Holds `name` in backoff until `until`, when its next run (restart `attempt`) starts.

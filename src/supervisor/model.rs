@@ -173,6 +173,33 @@ pub struct Run {
 }
 
 impl Run {
+    /// A run just spawned: `attempt` and the `delay` that preceded it are for the record.
+    pub fn new(
+        id: u64,
+        leader: Identity,
+        pgid: i32,
+        started: (Instant, DateTime<Utc>),
+        attempt: u32,
+        delay: Option<Duration>,
+    ) -> Run {
+        Run {
+            id,
+            leader,
+            pgid,
+            started: started.0,
+            started_wall: started.1,
+            attempt,
+            delay,
+            leader_exit: None,
+            stopping: None,
+            polls: 0,
+            health: None,
+            watch: RunWatch::default(),
+            hung_context: None,
+            escapees: Vec::new(),
+        }
+    }
+
     /// The leader is alive and nobody is stopping the run.
     pub fn is_up(&self) -> bool {
         self.leader_exit.is_none() && self.stopping.is_none()

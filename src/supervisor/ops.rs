@@ -60,24 +60,10 @@ impl Supervisor {
                 }));
             }
             Request::Status { names } => {
-                let answer = match self.resolve(&names, names.is_empty()) {
-                    Ok(names) => Response::Ok(Reply::Status {
-                        services: self.status(&names),
-                        ledger: Some(self.ledger.stats()),
-                    }),
-                    Err(e) => e,
-                };
-                let _ = reply.send(answer);
+                let _ = reply.send(self.status_answer(&names));
             }
             Request::Reload => {
-                let answer = match self.reload() {
-                    Ok(report) => Response::Ok(Reply::Reload(report)),
-                    Err(text) => error(
-                        ErrorCode::ConfigInvalid,
-                        format!("the config has errors; nothing was changed:\n{text}"),
-                    ),
-                };
-                let _ = reply.send(answer);
+                let _ = reply.send(self.reload_answer());
             }
             Request::Shutdown => {
                 let _ = reply.send(Response::Ok(Reply::ShuttingDown {
@@ -101,6 +87,26 @@ impl Supervisor {
                 })
             }
             Request::Run { name, wait } => self.op_run(name, wait, reply),
+        }
+    }
+
+    fn status_answer(&mut self, names: &[String]) -> Response {
+        match self.resolve(names, names.is_empty()) {
+            Ok(names) => Response::Ok(Reply::Status {
+                services: self.status(&names),
+                ledger: Some(self.ledger.stats()),
+            }),
+            Err(e) => e,
+        }
+    }
+
+    fn reload_answer(&mut self) -> Response {
+        match self.reload() {
+            Ok(report) => Response::Ok(Reply::Reload(report)),
+            Err(text) => error(
+                ErrorCode::ConfigInvalid,
+                format!("the config has errors; nothing was changed:\n{text}"),
+            ),
         }
     }
 

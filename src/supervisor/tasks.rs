@@ -60,6 +60,12 @@ impl Supervisor {
             wake: None,
         });
         self.persist_task_last(name, now);
+        self.catch_up_on_arming(name, &decision);
+        self.schedule_wake(name);
+    }
+
+    /// What a task missed while paiosd was down: recorded, and run once if it catches up.
+    fn catch_up_on_arming(&mut self, name: &str, decision: &catchup::CatchUp) {
         if decision.skipped_record {
             self.record_event(
                 name,
@@ -88,7 +94,6 @@ impl Supervisor {
             );
             self.start_task_run(name);
         }
-        self.schedule_wake(name);
     }
 
     /// Sets the next wake-up for `name`: its next time, or sooner to re-read the clock.
