@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::model::{Hold, Service, StopReason, Want};
-use super::ops::Op;
+use super::model::{Hold, Op, Service, StopReason, Want};
 use super::order;
 use super::os::{Now, Os};
 use super::timers::{Timer, Timers};
@@ -26,6 +25,9 @@ use crate::ledger::{EventRecord, Ledger, Record};
 use crate::logs::Logs;
 use crate::process::ExitStatus;
 use crate::state::StateDb;
+
+/// How long a crash record waits for the run's last stderr lines.
+pub(super) const TAIL_WAIT: Duration = Duration::from_millis(250);
 
 /// What the actor reacts to.
 #[derive(Debug)]
@@ -167,7 +169,7 @@ impl Supervisor {
         // Members that died since the last poll are paiosd's zombies: collect them too.
         self.reap_all();
         // Each waits at most TAIL_WAIT for its stderr tail; the margin covers a busy runtime.
-        let tails_deadline = tokio::time::Instant::now() + super::lifecycle::TAIL_WAIT * 2;
+        let tails_deadline = tokio::time::Instant::now() + TAIL_WAIT * 2;
         for tail in std::mem::take(&mut self.tails) {
             let _ = tokio::time::timeout_at(tails_deadline, tail).await;
         }

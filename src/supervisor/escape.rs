@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use super::actor::{duration_ms, Supervisor};
 use super::model::Escaped;
+use super::os::Os;
 use crate::doctor::{self, Marker};
 use crate::process::{self, ProcInfo};
 use crate::state::{LiveRun, StateDb};
@@ -102,8 +103,8 @@ impl Supervisor {
         }
         // A run already stopping sends its signals to the newcomer too.
         if run.stopping.is_some() {
-            self.os.signal_escaped(&e, libc::SIGCONT);
-            self.os.signal_escaped(&e, svc.cfg.stop.signal);
+            signal_escaped(&mut *self.os, &e, libc::SIGCONT);
+            signal_escaped(&mut *self.os, &e, svc.cfg.stop.signal);
         }
         let service = e.service.clone();
         run.escapees.push(e);
@@ -223,22 +224,20 @@ impl<'a> Ancestry<'a> {
 
 /// Sends `signal` to an escapee: its group when it led one (the group cannot be
 /// reused while members live), else the process after an identity check.
-pub fn signal_escaped(e: &Escaped, signal: i32) {
+pub fn signal_escaped(os: &mut dyn Os, e: &Escaped, signal: i32) {
     if e.leads_group() {
-        let _ = process::signal_group(e.pgid, signal);
-    } else if process::is_alive(e.id) {
-        if let Ok(sig) = nix::sys::signal::Signal::try_from(signal) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(e.id.pid), sig);
-        }
+        let _ = os.signal_group(e.pgid, signal);
+    } else if os.is_alive(e.id) {
+        let _ = os.signal_process(e.id.pid, signal);
     }
 }
 
 /// Something of the escapee is still alive.
-pub fn escaped_alive(e: &Escaped) -> bool {
+pub fn escaped_alive(os: &dyn Os, e: &Escaped) -> bool {
     if e.leads_group() {
-        process::group_alive(e.pgid)
+        os.group_alive(e.pgid)
     } else {
-        process::is_alive(e.id)
+        os.is_alive(e.id)
     }
 }
 

@@ -6,9 +6,11 @@
 
 use std::time::Duration;
 
-use super::actor::{describe, duration_ms, human_ms, kind_of, Supervisor};
+use super::actor::{describe, duration_ms, human_ms, kind_of, Supervisor, TAIL_WAIT};
 use super::escape;
-use super::model::{Hold, LastExit, LeaderExit, Run, Service, State, StopReason, Stopping, Want};
+use super::model::{
+    Hold, LastExit, LeaderExit, Run, Service, State, StopReason, Stopping, Want, SETTLE,
+};
 use super::timers::Timer;
 use crate::ledger::{Record, RunRecord};
 use crate::policy::{self, Ended, Next, Outcome, Standing};
@@ -20,9 +22,6 @@ use crate::state::LiveRun;
 /// signal, capped so that a group that takes its full grace costs little.
 const POLL_FIRST: Duration = Duration::from_millis(1);
 const POLL_MAX: Duration = Duration::from_millis(20);
-
-/// How long a crash record waits for the run's last stderr lines.
-pub(super) const TAIL_WAIT: Duration = Duration::from_millis(250);
 
 impl Supervisor {
     /// Starts `name` if it is wanted, has no run, and everything it comes `after` is up.
@@ -120,7 +119,7 @@ impl Supervisor {
         } else {
             State::Running
         });
-        self.timers.at(now.mono + super::SETTLE, Timer::Wake);
+        self.timers.at(now.mono + SETTLE, Timer::Wake);
         self.watch_run(name);
         if self.services.get(name).is_some_and(Service::is_ready) {
             self.start_waiting_dependents(name);
@@ -222,7 +221,10 @@ impl Supervisor {
         let Some(run) = self.services.get(name).and_then(|s| s.run.as_ref()) else {
             return;
         };
-        let escapees_alive = run.escapees.iter().any(|e| self.os.escaped_alive(e));
+        let escapees_alive = run
+            .escapees
+            .iter()
+            .any(|e| escape::escaped_alive(&*self.os, e));
         if !self.os.group_exists(pgid) && !escapees_alive {
             self.finish_run(name);
             return;
@@ -278,8 +280,8 @@ impl Supervisor {
             tracing::warn!(service = name, pgid, "stop signal failed: {e}");
         }
         for e in &run.escapees {
-            self.os.signal_escaped(e, libc::SIGCONT);
-            self.os.signal_escaped(e, svc.cfg.stop.signal);
+            escape::signal_escaped(&mut *self.os, e, libc::SIGCONT);
+            escape::signal_escaped(&mut *self.os, e, svc.cfg.stop.signal);
         }
         self.timers
             .at(now + svc.cfg.stop.grace, Timer::Grace(name.to_string(), id));
@@ -309,7 +311,10 @@ impl Supervisor {
         let Some(stopping) = run.stopping.as_mut() else {
             return;
         };
-        let escapees_alive = run.escapees.iter().any(|e| self.os.escaped_alive(e));
+        let escapees_alive = run
+            .escapees
+            .iter()
+            .any(|e| escape::escaped_alive(&*self.os, e));
         if self.os.group_exists(run.pgid) || escapees_alive {
             tracing::warn!(
                 service = name,
@@ -320,7 +325,7 @@ impl Supervisor {
             stopping.killed = true;
             let _ = self.os.signal_group(run.pgid, libc::SIGKILL);
             for e in &run.escapees {
-                self.os.signal_escaped(e, libc::SIGKILL);
+                escape::signal_escaped(&mut *self.os, e, libc::SIGKILL);
             }
             run.polls = 0;
             self.schedule_poll(name);
@@ -337,7 +342,7 @@ impl Supervisor {
         }
         let os = &self.os;
         if (os.group_exists(run.pgid) && os.group_alive(run.pgid))
-            || run.escapees.iter().any(|e| os.escaped_alive(e))
+            || run.escapees.iter().any(|e| escape::escaped_alive(&**os, e))
         {
             self.schedule_poll(name);
         } else if run.leader_exit.is_some() || !os.is_alive(run.leader) {

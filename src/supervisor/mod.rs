@@ -45,11 +45,8 @@ use crate::logs::Logs;
 use crate::state::StateDb;
 
 pub use actor::{Event, Parts, Supervisor};
-
-/// How long a new run must stay up before `start`/`restart --wait` report it running
-/// (without a health probe): long enough that a command that fails at once is reported
-/// as failed rather than as started.
-pub const SETTLE: Duration = Duration::from_millis(200);
+pub use model::SETTLE;
+pub use ops::closest;
 
 /// Why paiosd could not run.
 #[derive(Debug, thiserror::Error)]
@@ -148,31 +145,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The known name closest to `name`, if it is close enough to be a likely typo.
-pub fn closest<'a>(name: &str, known: impl Iterator<Item = &'a String>) -> Option<&'a String> {
-    known
-        .map(|k| (strsim::damerau_levenshtein(name, k), k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn suggestions_are_close_names_only() {
-        let known = [
-            "gateway".to_string(),
-            "kb".to_string(),
-            "embedding-server".to_string(),
-        ];
-        assert_eq!(closest("gatway", known.iter()), Some(&known[0]));
-        assert_eq!(closest("kd", known.iter()), Some(&known[1]));
-        assert_eq!(closest("zzzzzzzz", known.iter()), None);
     }
 }

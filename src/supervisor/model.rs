@@ -12,16 +12,23 @@ use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::schedule::Schedule;
 use crate::config::ServiceConfig;
+use crate::control::protocol::{OpResult, Response};
 use crate::policy::growth::GrowthWatch;
 use crate::policy::health::HealthState;
 use crate::policy::{RestartTracker, StormDetector};
 use crate::process::{ExitStatus, Identity};
 
 pub use crate::policy::{Outcome, StopReason, Want};
+
+/// How long a new run must stay up before `start`/`restart --wait` report it running
+/// (without a health probe): long enough that a command that fails at once is reported
+/// as failed rather than as started.
+pub const SETTLE: Duration = Duration::from_millis(200);
 
 /// The state word `status`, `--json` and operation results show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -393,6 +400,34 @@ impl Service {
         }
         u32::try_from(self.restarts.len()).unwrap_or(u32::MAX)
     }
+}
+
+/// What an operation waits for, per service.
+#[derive(Debug, Clone, Copy)]
+pub enum WaitFor {
+    /// Up; a run that ends after `runs_finished` passed `marker` means it failed to come up.
+    Up { marker: u64 },
+    /// No run left: the group is empty.
+    Down,
+    /// The run started by `run` has ended (`runs_finished` passed `after`).
+    RunEnd { after: u64 },
+}
+
+/// What kind of answer an operation gets.
+#[derive(Debug)]
+pub enum OpKind {
+    Ops,
+    Run,
+}
+
+/// A control operation waiting for its services to settle.
+#[derive(Debug)]
+pub struct Op {
+    pub kind: OpKind,
+    pub reply: oneshot::Sender<Response>,
+    pub waits: Vec<(String, WaitFor)>,
+    /// Results decided up front (names that did not apply).
+    pub fixed: Vec<OpResult>,
 }
 
 #[cfg(test)]

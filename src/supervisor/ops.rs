@@ -7,37 +7,11 @@
 use tokio::sync::oneshot;
 
 use super::actor::{error, Supervisor};
-use super::model::{Hold, Outcome, StopReason, Want};
+use super::model::{Hold, Op, OpKind, Outcome, StopReason, WaitFor, Want, SETTLE};
 use super::status::state_of;
 use crate::control::protocol::{ErrorCode, OpResult, Reply, Request, Response, RunResult, Target};
 use crate::control::ControlMsg;
 use crate::process::{self, ExitStatus};
-
-/// What an operation waits for, per service.
-#[derive(Debug, Clone, Copy)]
-pub enum WaitFor {
-    /// Up; a run that ends after `runs_finished` passed `marker` means it failed to come up.
-    Up { marker: u64 },
-    /// No run left: the group is empty.
-    Down,
-    /// The run started by `run` has ended (`runs_finished` passed `after`).
-    RunEnd { after: u64 },
-}
-
-#[derive(Debug)]
-pub enum OpKind {
-    Ops,
-    Run,
-}
-
-#[derive(Debug)]
-pub struct Op {
-    kind: OpKind,
-    reply: oneshot::Sender<Response>,
-    waits: Vec<(String, WaitFor)>,
-    /// Results decided up front (names that did not apply).
-    fixed: Vec<OpResult>,
-}
 
 impl Supervisor {
     pub(super) fn on_control(&mut self, msg: ControlMsg) {
@@ -118,7 +92,7 @@ impl Supervisor {
         for name in names {
             if !self.services.contains_key(name) {
                 let mut message = format!("no service named `{name}`");
-                if let Some(close) = super::closest(name, self.services.keys()) {
+                if let Some(close) = closest(name, self.services.keys()) {
                     message.push_str(&format!(" (did you mean `{close}`?)"));
                 }
                 return Err(error(ErrorCode::UnknownService, message));
@@ -323,7 +297,7 @@ impl Supervisor {
                     let settled = match svc.run.as_ref().and_then(|r| r.health.as_ref()) {
                         Some(_) => svc.is_ready(),
                         None => svc.run.as_ref().is_some_and(|r| {
-                            self.now.mono.saturating_duration_since(r.started) >= super::SETTLE
+                            self.now.mono.saturating_duration_since(r.started) >= SETTLE
                         }),
                     };
                     settled.then_some(true)
@@ -456,5 +430,31 @@ fn describe_result(r: &RunResult) -> String {
         (Some(code), _) => format!("exit code {code}"),
         (_, Some(sig)) => format!("killed by {sig}"),
         _ => "no exit status".into(),
+    }
+}
+
+/// The known name closest to `name`, if it is close enough to be a likely typo.
+pub fn closest<'a>(name: &str, known: impl Iterator<Item = &'a String>) -> Option<&'a String> {
+    known
+        .map(|k| (strsim::damerau_levenshtein(name, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_are_close_names_only() {
+        let known = [
+            "gateway".to_string(),
+            "kb".to_string(),
+            "embedding-server".to_string(),
+        ];
+        assert_eq!(closest("gatway", known.iter()), Some(&known[0]));
+        assert_eq!(closest("kd", known.iter()), Some(&known[1]));
+        assert_eq!(closest("zzzzzzzz", known.iter()), None);
     }
 }

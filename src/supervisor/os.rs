@@ -1,6 +1,6 @@
-//! The actor's seam to the operating system: spawning a run, signalling a group,
-//! asking whether a group is empty or alive, reaping, reading the process table, and
-//! the clock. [`RealOs`] is `crate::process` and the system clocks; the actor's unit
+//! The actor's seam to the operating system: spawning a run, signalling a group or a
+//! process, asking whether a group is empty or alive, reaping, reading the process
+//! table, and the clock. [`RealOs`] is `crate::process` and the system clocks; the actor's unit
 //! tests put a recording fake in its place, which delivers exits and moves time on
 //! when the test says so.
 
@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::escape;
-use super::model::Escaped;
 use crate::process::{self, ExitStatus, Identity, ProcInfo, SpawnSpec, Spawned};
 
 /// Every effect the actor has on processes, and every clock it reads.
@@ -26,13 +24,12 @@ pub trait Os {
     fn sleep(&mut self, d: Duration);
     fn spawn(&mut self, spec: &SpawnSpec) -> io::Result<Spawned>;
     fn signal_group(&mut self, pgid: i32, signal: i32) -> io::Result<()>;
-    /// Signals an escapee: its group when it leads one, else the process itself.
-    fn signal_escaped(&mut self, e: &Escaped, signal: i32);
+    /// Signals one process (an escapee that does not lead a group of its own).
+    fn signal_process(&mut self, pid: i32, signal: i32) -> io::Result<()>;
     /// The group has any member, zombies included.
     fn group_exists(&self, pgid: i32) -> bool;
     /// The group has a member that is not a zombie.
     fn group_alive(&self, pgid: i32) -> bool;
-    fn escaped_alive(&self, e: &Escaped) -> bool;
     fn is_alive(&self, id: Identity) -> bool;
     /// Every child that has ended and that no one else waits for.
     fn reap(&mut self) -> Vec<(i32, ExitStatus)>;
@@ -72,8 +69,9 @@ impl Os for RealOs {
         process::signal_group(pgid, signal)
     }
 
-    fn signal_escaped(&mut self, e: &Escaped, signal: i32) {
-        escape::signal_escaped(e, signal);
+    fn signal_process(&mut self, pid: i32, signal: i32) -> io::Result<()> {
+        let signal = nix::sys::signal::Signal::try_from(signal).map_err(io::Error::from)?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(io::Error::from)
     }
 
     fn group_exists(&self, pgid: i32) -> bool {
@@ -82,10 +80,6 @@ impl Os for RealOs {
 
     fn group_alive(&self, pgid: i32) -> bool {
         process::group_alive(pgid)
-    }
-
-    fn escaped_alive(&self, e: &Escaped) -> bool {
-        escape::escaped_alive(e)
     }
 
     fn is_alive(&self, id: Identity) -> bool {

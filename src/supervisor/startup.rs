@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use super::actor::Supervisor;
 use super::model::Want;
 use super::order;
+use super::os::Now;
 use super::sweep;
 use crate::config::ServiceConfig;
 
 impl Supervisor {
     /// Starts every enabled service (tasks wait for their schedule).
     pub fn boot(&mut self) {
-        self.now = super::os::Now::read(&*self.os);
+        self.now = Now::read(&*self.os);
         let names: Vec<String> = order::start_order(&self.services);
         for name in names {
             let Some(svc) = self.services.get_mut(&name) else {

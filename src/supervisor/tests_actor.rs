@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use super::actor::{Event, Parts, Supervisor};
-use super::model::{Escaped, Outcome, State};
+use super::model::{Outcome, State};
 use super::os::Os;
 use crate::control::protocol::{Reply, Request, Response, Target};
 use crate::control::ControlMsg;
@@ -97,7 +97,9 @@ impl Os for FakeOs {
         Ok(())
     }
 
-    fn signal_escaped(&mut self, _e: &Escaped, _signal: i32) {}
+    fn signal_process(&mut self, _pid: i32, _signal: i32) -> io::Result<()> {
+        Ok(())
+    }
 
     fn group_exists(&self, pgid: i32) -> bool {
         self.0.borrow().groups.contains_key(&pgid)
@@ -105,10 +107,6 @@ impl Os for FakeOs {
 
     fn group_alive(&self, pgid: i32) -> bool {
         self.group_exists(pgid)
-    }
-
-    fn escaped_alive(&self, _e: &Escaped) -> bool {
-        false
     }
 
     fn is_alive(&self, id: Identity) -> bool {
