@@ -6,11 +6,12 @@
 //! `lifecycle.rs`, control operations in `ops.rs`, tasks in `tasks.rs`, probes and
 //! samples in `watch.rs`, escapes in `escape.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::gates::{RssCache, SampleClock, ScanGate};
 use super::model::{Hold, Op, Service, StopReason, Want};
 use super::order;
 use super::os::{Now, Os};
@@ -68,17 +69,17 @@ pub struct Supervisor {
     /// Run records still waiting (off the actor) for their stderr tail; awaited before
     /// the ledger closes at shutdown, or the runs a shutdown ended would go unrecorded.
     pub(super) tails: Vec<tokio::task::JoinHandle<()>>,
-    /// When the process table was last scanned for escapees.
-    pub(super) last_escape_scan: Option<Instant>,
+    /// How often the process table is scanned for escapees.
+    pub(super) escape_scans: ScanGate,
     pub(super) next_run_id: u64,
     pub(super) ops: Vec<Op>,
     pub(super) shutting_down: bool,
     /// Where probers send their results; the receiver is the event loop's.
     pub(super) probe_tx: mpsc::UnboundedSender<ProbeEvent>,
     /// When the sampler next wakes (one wake-up for every run due).
-    pub(super) sample_tick: Option<Instant>,
+    pub(super) sample_clock: SampleClock,
     /// The last scan of group memory, reused by `status` for a second.
-    pub(super) rss_cache: Option<(Instant, HashMap<i32, u64>)>,
+    pub(super) rss_cache: RssCache,
     /// Why the state database could not be trusted at start-up (its records are lost).
     pub(super) state_problem: Option<String>,
 }
@@ -126,13 +127,13 @@ impl Supervisor {
             alerter: None,
             leaders: BTreeMap::new(),
             tails: Vec::new(),
-            last_escape_scan: None,
+            escape_scans: ScanGate::default(),
             next_run_id: 1,
             ops: Vec::new(),
             shutting_down: false,
             probe_tx,
-            sample_tick: None,
-            rss_cache: None,
+            sample_clock: SampleClock::default(),
+            rss_cache: RssCache::default(),
             state_problem: None,
         }
     }

@@ -14,7 +14,6 @@
 //! systems.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
 
 use super::actor::{duration_ms, Supervisor};
 use super::model::Escaped;
@@ -23,24 +22,13 @@ use crate::doctor::{self, Marker};
 use crate::process::{self, ProcInfo};
 use crate::state::{LiveRun, StateDb};
 
-/// Scans caused by starts are at most this frequent: one scan reads the whole process table.
-const MIN_SCAN_GAP: Duration = Duration::from_millis(100);
-
-/// A stop or a leader exit reuses a scan this recent: stopping 200 services at once, or
-/// reaping a burst of exits, then costs one scan rather than one per service.
-const FRESH_SCAN: Duration = Duration::from_millis(20);
-
 impl Supervisor {
-    /// Finds processes that left their run's group and adopts them into the run.
-    /// `urgent` (a stop or a leader exit, which must not miss one) scans unless the last
-    /// scan is only [`FRESH_SCAN`] old; otherwise at most every [`MIN_SCAN_GAP`].
+    /// Finds processes that left their run's group and adopts them into the run, as
+    /// often as the scan gate allows (`urgent`: a stop or a leader exit).
     pub(super) fn scan_escapes(&mut self, urgent: bool) {
-        let now = self.now.mono;
-        let gap = if urgent { FRESH_SCAN } else { MIN_SCAN_GAP };
-        if self.last_escape_scan.is_some_and(|at| now - at < gap) {
+        if !self.escape_scans.open(self.now.mono, urgent) {
             return;
         }
-        self.last_escape_scan = Some(now);
         let mut runs = Vec::new();
         let mut known = BTreeSet::new();
         for (name, svc) in &self.services {

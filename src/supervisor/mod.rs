@@ -15,6 +15,7 @@
 
 mod actor;
 mod escape;
+mod gates;
 mod lifecycle;
 pub mod model;
 mod ops;

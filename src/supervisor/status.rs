@@ -3,16 +3,12 @@
 //! next scheduled time.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use super::actor::{kind_of, Supervisor};
 use super::model::{Hold, Outcome, Service, State};
 use crate::control::protocol::{LastExit as WireLastExit, ServiceStatus};
 use crate::process::{self, ExitStatus};
-
-/// How long a scan of group memory is reused by `status`: a script polling status in a
-/// loop must not turn into a process-table scan per call.
-const RSS_FRESH: Duration = Duration::from_secs(1);
 
 impl Supervisor {
     /// One status row per name, in the order given.
@@ -38,19 +34,10 @@ impl Supervisor {
         rows
     }
 
-    /// Memory per group, from a scan at most [`RSS_FRESH`] old.
+    /// Memory per group, from a scan at most a second old.
     fn group_rss(&mut self, pgids: &[i32]) -> HashMap<i32, u64> {
-        let now = self.now.mono;
-        if let Some((at, cached)) = &self.rss_cache {
-            if now.saturating_duration_since(*at) < RSS_FRESH
-                && pgids.iter().all(|p| cached.contains_key(p))
-            {
-                return cached.clone();
-            }
-        }
-        let fresh = self.os.rss_of(pgids);
-        self.rss_cache = Some((now, fresh.clone()));
-        fresh
+        let os = &self.os;
+        self.rss_cache.get(self.now.mono, pgids, |p| os.rss_of(p))
     }
 }
 

@@ -51,8 +51,7 @@ impl Supervisor {
     /// Makes sure the sampler wakes by `at`. One wake-up serves every run that is due,
     /// so 200 services sampled every 10 s cost one wake-up per 10 s, not twenty a second.
     fn arm_sampler(&mut self, at: Instant) {
-        if self.sample_tick.is_none_or(|tick| at < tick) {
-            self.sample_tick = Some(at);
+        if self.sample_clock.arm(at) {
             self.timers.at(at, Timer::Sample);
         }
     }
@@ -60,10 +59,9 @@ impl Supervisor {
     /// The sampler's wake-up: samples every run due now, or due within half its
     /// interval (so runs started at different moments fall into step), then re-arms.
     pub(super) fn on_sample_tick(&mut self, now: Instant) {
-        if self.sample_tick.is_some_and(|tick| tick > now) {
+        if !self.sample_clock.fire(now) {
             return; // superseded by an earlier tick that already ran
         }
-        self.sample_tick = None;
         let due: Vec<String> = self
             .services
             .iter()
