@@ -12,8 +12,9 @@ use chrono::{DateTime, Utc};
 
 use crate::process::{self, ExitStatus, Identity, ProcInfo, SpawnSpec, Spawned};
 
-/// Every effect the actor has on processes, and every clock it reads.
-pub trait Os {
+/// Every effect the actor has on processes, and every clock it reads. `Send`, so that
+/// the future of `supervisor::run` can be spawned.
+pub trait Os: Send {
     /// The monotonic clock.
     fn now(&self) -> Instant;
     /// The wall clock.

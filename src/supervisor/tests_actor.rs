@@ -3,10 +3,9 @@
 //! ledger, the logs and the state database are the real ones, in temporary
 //! directories; no process is started and nothing sleeps.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -49,15 +48,21 @@ impl World {
 }
 
 #[derive(Clone)]
-struct FakeOs(Rc<RefCell<World>>);
+struct FakeOs(Arc<Mutex<World>>);
+
+impl FakeOs {
+    fn w(&self) -> MutexGuard<'_, World> {
+        self.0.lock().expect("world lock")
+    }
+}
 
 impl Os for FakeOs {
     fn now(&self) -> Instant {
-        self.0.borrow().now
+        self.w().now
     }
 
     fn wall(&self) -> DateTime<Utc> {
-        self.0.borrow().wall
+        self.w().wall
     }
 
     fn jitter(&mut self) -> f64 {
@@ -65,13 +70,13 @@ impl Os for FakeOs {
     }
 
     fn sleep(&mut self, d: Duration) {
-        let mut w = self.0.borrow_mut();
+        let mut w = self.w();
         w.now += d;
         w.wall += chrono::Duration::from_std(d).unwrap_or_default();
     }
 
     fn spawn(&mut self, spec: &SpawnSpec) -> io::Result<Spawned> {
-        let mut w = self.0.borrow_mut();
+        let mut w = self.w();
         let pid = w.next_pid;
         w.next_pid += 1;
         let stubborn = w.stubborn;
@@ -88,7 +93,7 @@ impl Os for FakeOs {
     }
 
     fn signal_group(&mut self, pgid: i32, signal: i32) -> io::Result<()> {
-        let mut w = self.0.borrow_mut();
+        let mut w = self.w();
         w.signals.push((pgid, signal));
         let stubborn = w.groups.get(&pgid).copied().unwrap_or(false);
         if signal == libc::SIGKILL || (signal == libc::SIGTERM && !stubborn) {
@@ -102,7 +107,7 @@ impl Os for FakeOs {
     }
 
     fn group_exists(&self, pgid: i32) -> bool {
-        self.0.borrow().groups.contains_key(&pgid)
+        self.w().groups.contains_key(&pgid)
     }
 
     fn group_alive(&self, pgid: i32) -> bool {
@@ -114,7 +119,7 @@ impl Os for FakeOs {
     }
 
     fn reap(&mut self) -> Vec<(i32, ExitStatus)> {
-        std::mem::take(&mut self.0.borrow_mut().ended)
+        std::mem::take(&mut self.w().ended)
     }
 
     fn processes(&self) -> Vec<ProcInfo> {
@@ -133,7 +138,7 @@ impl Os for FakeOs {
 /// An actor over the fake OS, with real files in a temporary directory.
 struct Rig {
     sup: Supervisor,
-    world: Rc<RefCell<World>>,
+    world: FakeOs,
     dir: tempfile::TempDir,
 }
 
@@ -152,7 +157,7 @@ impl Rig {
         for (name, toml) in services {
             write_service(&rig_dir, name, toml);
         }
-        let world = Rc::new(RefCell::new(World {
+        let world = FakeOs(Arc::new(Mutex::new(World {
             now: Instant::now(),
             wall: "2026-11-24T07:00:00Z".parse().expect("a time"),
             next_pid: 1000,
@@ -161,7 +166,7 @@ impl Rig {
             spawns: Vec::new(),
             signals: Vec::new(),
             stubborn: false,
-        }));
+        })));
         let config = crate::config::load(&dirs.config);
         assert!(config.errors.is_empty(), "{:?}", config.errors);
         let ledger = Ledger::open(&dirs.ledger_db(), config.global.ledger);
@@ -173,7 +178,7 @@ impl Rig {
             ledger,
             logs,
             state_db,
-            os: Box::new(FakeOs(world.clone())),
+            os: Box::new(world.clone()),
             probe_tx: mpsc::unbounded_channel().0,
         });
         let mut rig = Rig { sup, world, dir };
@@ -186,7 +191,7 @@ impl Rig {
     }
 
     fn spawns(&self) -> Vec<(i32, Vec<String>)> {
-        self.world.borrow().spawns.clone()
+        self.world.w().spawns.clone()
     }
 
     fn pid(&self, name: &str) -> i32 {
@@ -197,7 +202,7 @@ impl Rig {
     /// The leader of `name`'s run exits with `code`, taking its group with it.
     fn exit(&mut self, name: &str, code: i32) {
         let pid = self.pid(name);
-        self.world.borrow_mut().end(pid, ExitStatus::Code(code));
+        self.world.w().end(pid, ExitStatus::Code(code));
         self.sup.handle(Event::Children);
     }
 
@@ -207,7 +212,7 @@ impl Rig {
             return false;
         };
         {
-            let mut w = self.world.borrow_mut();
+            let mut w = self.world.w();
             if at > w.now {
                 let d = at - w.now;
                 w.now = at;
@@ -220,12 +225,9 @@ impl Rig {
 
     /// Steps timers until `done` holds, for at most `limit` of fake time.
     fn step_until(&mut self, limit: Duration, done: impl Fn(&Rig) -> bool) {
-        let start = self.world.borrow().now;
+        let start = self.world.w().now;
         while !done(self) {
-            assert!(
-                self.world.borrow().now - start <= limit,
-                "not reached in time"
-            );
+            assert!(self.world.w().now - start <= limit, "not reached in time");
             assert!(self.step(), "nothing left to wait for");
         }
     }
@@ -263,7 +265,7 @@ const CRASHER: &str = "command = [\"/fake/crasher\"]\n[restart]\npolicy = \"on-f
 async fn a_crash_backs_off_then_restarts() {
     let mut rig = Rig::new(&[("web", CRASHER)]);
     assert_eq!(rig.state("web"), State::Running);
-    let t0 = rig.world.borrow().now;
+    let t0 = rig.world.w().now;
     rig.exit("web", 3);
     assert_eq!(rig.state("web"), State::Backoff);
     let last = rig.sup.services["web"]
@@ -277,7 +279,7 @@ async fn a_crash_backs_off_then_restarts() {
         "no restart before the backoff is over"
     );
     rig.step_until(Duration::from_secs(1), |r| r.spawns().len() == 2);
-    assert_eq!(rig.world.borrow().now - t0, Duration::from_millis(100));
+    assert_eq!(rig.world.w().now - t0, Duration::from_millis(100));
     assert_eq!(rig.state("web"), State::Running);
     let run = rig.sup.services["web"].run.clone().expect("a run");
     assert_eq!(
@@ -295,14 +297,14 @@ async fn a_crash_loop_fails_then_retries_after_the_cooldown() {
         assert_eq!(rig.state("web"), State::Backoff);
         rig.step_until(Duration::from_secs(1), |r| r.spawns().len() == restarts + 1);
     }
-    let failed_at = rig.world.borrow().now;
+    let failed_at = rig.world.w().now;
     rig.exit("web", 1);
     assert_eq!(rig.state("web"), State::Failed);
     let (word, detail) = super::status::state_of(&rig.sup.services["web"], failed_at);
     assert_eq!(word.as_str(), "failed");
     assert!(detail.is_some_and(|d| d.starts_with("crash loop; retrying at")));
     rig.step_until(Duration::from_secs(6), |r| r.spawns().len() == 4);
-    assert_eq!(rig.world.borrow().now - failed_at, Duration::from_secs(5));
+    assert_eq!(rig.world.w().now - failed_at, Duration::from_secs(5));
     assert_eq!(rig.state("web"), State::Running);
     // The cooldown forgot the loop: the next crash backs off again.
     rig.exit("web", 1);
@@ -314,19 +316,19 @@ async fn a_crash_loop_fails_then_retries_after_the_cooldown() {
 async fn a_stop_kills_the_group_after_its_grace() {
     let toml = "command = [\"/fake/stubborn\"]\n[stop]\ngrace = \"500ms\"\n";
     let mut rig = Rig::new(&[]);
-    rig.world.borrow_mut().stubborn = true;
+    rig.world.w().stubborn = true;
     write_service(rig.dir.path(), "stubborn", toml);
     rig.sup.handle(Event::Reload);
     assert_eq!(rig.state("stubborn"), State::Running);
     let pgid = rig.pid("stubborn");
-    let t0 = rig.world.borrow().now;
+    let t0 = rig.world.w().now;
     let mut reply = rig.request(Request::Stop {
         target: target("stubborn"),
         wait: true,
     });
     assert_eq!(rig.state("stubborn"), State::Stopping);
     assert_eq!(
-        rig.world.borrow().signals,
+        rig.world.w().signals,
         vec![(pgid, libc::SIGCONT), (pgid, libc::SIGTERM)]
     );
     assert!(
@@ -336,9 +338,9 @@ async fn a_stop_kills_the_group_after_its_grace() {
     rig.step_until(Duration::from_secs(1), |r| {
         r.sup.services["stubborn"].run.is_none()
     });
-    let signals = rig.world.borrow().signals.clone();
+    let signals = rig.world.w().signals.clone();
     assert_eq!(signals.last(), Some(&(pgid, libc::SIGKILL)));
-    assert!(rig.world.borrow().now - t0 >= Duration::from_millis(500));
+    assert!(rig.world.w().now - t0 >= Duration::from_millis(500));
     assert_eq!(rig.state("stubborn"), State::Stopped);
     let last = rig.sup.services["stubborn"]
         .last_exit
@@ -364,7 +366,7 @@ async fn a_reload_restarts_a_changed_service_with_its_new_command() {
     write_service(rig.dir.path(), "new", "command = [\"/fake/new\"]\n");
     rig.sup.handle(Event::Reload);
     // The old group took SIGTERM and ended; its exit is reaped with the next SIGCHLD.
-    assert!(rig.world.borrow().signals.contains(&(old, libc::SIGTERM)));
+    assert!(rig.world.w().signals.contains(&(old, libc::SIGTERM)));
     rig.sup.handle(Event::Children);
     let argvs: BTreeSet<Vec<String>> = rig.spawns().into_iter().map(|(_, a)| a).collect();
     let want: BTreeSet<Vec<String>> = [
@@ -383,4 +385,30 @@ async fn a_reload_restarts_a_changed_service_with_its_new_command() {
         .expect("last exit");
     assert_eq!(last.outcome, Outcome::Stopped);
     rig.close();
+}
+
+/// `run` is driven in-process: no signal of the test process is involved, a reload is
+/// asked for through its channel, and it returns once the token is cancelled.
+#[tokio::test]
+async fn run_ends_when_its_shutdown_token_is_cancelled() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dirs = Dirs {
+        config: dir.path().join("config"),
+        state: dir.path().join("state"),
+        logs: dir.path().join("logs"),
+    };
+    std::fs::create_dir_all(dirs.config.join("services.d")).expect("config dir");
+    dirs.create().expect("state and log dirs");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (reload, reloads) = mpsc::channel(1);
+    let daemon = tokio::spawn(super::run(dirs.clone(), shutdown.clone(), reloads));
+    reload.send(()).await.expect("reload asked for");
+    shutdown.cancel();
+    let ended = tokio::time::timeout(Duration::from_secs(10), daemon).await;
+    let result = ended
+        .expect("run returned in time")
+        .expect("run did not panic");
+    assert!(result.is_ok(), "{result:?}");
+    let db = StateDb::open(&dirs.state_db()).expect("state db");
+    assert!(db.live_runs().expect("live runs").is_empty());
 }
