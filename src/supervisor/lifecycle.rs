@@ -484,7 +484,7 @@ impl Supervisor {
     }
 
     fn perform(&mut self, name: &str, next: Next, outcome: Outcome) {
-        let wall = self.now;
+        let wall = self.now.wall;
         let Some(svc) = self.services.get_mut(name) else {
             return;
         };
@@ -509,7 +509,7 @@ impl Supervisor {
                 attempt,
             } => {
                 tracing::info!(service = name, attempt, "restarting in {}", human_ms(delay));
-                svc.restarts.push_back(wall.wall.into());
+                svc.restarts.push_back(wall.into());
                 self.hold_backoff(name, until, delay, attempt);
             }
             Next::GiveUp { retry_at } => self.give_up(name, retry_at),

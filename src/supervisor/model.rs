@@ -354,6 +354,12 @@ impl Service {
                 self.state,
                 to
             );
+            // The actor's unit tests hold every path to the table.
+            #[cfg(test)]
+            panic!(
+                "{}: state {} -> {} is not allowed",
+                self.cfg.name, self.state, to
+            );
         }
         self.state = to;
     }
