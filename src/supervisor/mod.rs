@@ -14,6 +14,7 @@
 //! that children have ended.
 
 mod actor;
+mod after;
 mod escape;
 mod gates;
 mod lifecycle;
