@@ -12,6 +12,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use paios::dirs::Dirs;
 use paios::lock::{self, Acquired};
@@ -143,11 +146,42 @@ fn run(dirs: Dirs, to_file: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(paios::supervisor::run(dirs)) {
+    match runtime.block_on(supervise(dirs)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("paiosd: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs the supervisor with this process's signals: SIGTERM and SIGINT stop every
+/// service and end paiosd, SIGHUP reloads the config.
+async fn supervise(dirs: Dirs) -> std::io::Result<()> {
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let shutdown = CancellationToken::new();
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let why = tokio::select! {
+                _ = sigterm.recv() => "SIGTERM",
+                _ = sigint.recv() => "SIGINT",
+                _ = sighup.recv() => {
+                    // A reload already queued covers this one too.
+                    let _ = reload_tx.try_send(());
+                    continue;
+                }
+            };
+            if !on_signal.is_cancelled() {
+                tracing::info!("{why} received");
+            }
+            on_signal.cancel();
+        }
+    });
+    paios::supervisor::run(dirs, shutdown, reload_rx)
+        .await
+        .map_err(std::io::Error::other)
 }

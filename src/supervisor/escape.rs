@@ -1,38 +1,34 @@
 //! Escapes (promise 3): a process that left its run's group with `setsid` is still the
 //! run's. The actor scans for escapees soon after each start, whenever a stop begins
-//! and whenever a leader exits (see `sweep::find_escapees` for how they are found),
-//! records each one in the ledger (`escape`) and in `state.sqlite` as a live group of
-//! the service, so a killed paiosd's successor sweeps it too, and ends it with the
-//! run's stop sequence: the run is over only when its group and its escapees are gone.
+//! and whenever a leader exits, records each one in the ledger (`escape`) and in
+//! `state.sqlite` as a live group of the service, so a killed paiosd's successor sweeps
+//! it too, and ends it with the run's stop sequence: the run is over only when its
+//! group and its escapees are gone.
+//!
+//! An escapee is found by ancestry ([`find_escapees`]): while the run's leader lives it
+//! descends from a member of the group; once the leader is gone, paiosd (a child
+//! subreaper on Linux) is its parent, and the marker in its environment names the
+//! service. macOS has no subreaper and no environment reading here, so there an
+//! escapee is found only while an ancestor in the group still lives; once found, it
+//! is recorded in `state.sqlite` like a run, so the next start sweeps it on both
+//! systems.
 
-use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeSet, HashMap};
 
-use chrono::Utc;
-
-use super::sweep::{self, Escaped, RunRef};
-use super::Supervisor;
-use crate::process;
+use super::actor::{duration_ms, Supervisor};
+use super::model::Escaped;
+use super::os::Os;
+use crate::process::marker::{self, Marker};
+use crate::process::{self, ProcInfo};
 use crate::state::{LiveRun, StateDb};
 
-/// Scans caused by starts are at most this frequent: one scan reads the whole process table.
-const MIN_SCAN_GAP: Duration = Duration::from_millis(100);
-
-/// A stop or a leader exit reuses a scan this recent: stopping 200 services at once, or
-/// reaping a burst of exits, then costs one scan rather than one per service.
-const FRESH_SCAN: Duration = Duration::from_millis(20);
-
 impl Supervisor {
-    /// Finds processes that left their run's group and adopts them into the run.
-    /// `urgent` (a stop or a leader exit, which must not miss one) scans unless the last
-    /// scan is only [`FRESH_SCAN`] old; otherwise at most every [`MIN_SCAN_GAP`].
+    /// Finds processes that left their run's group and adopts them into the run, as
+    /// often as the scan gate allows (`urgent`: a stop or a leader exit).
     pub(super) fn scan_escapes(&mut self, urgent: bool) {
-        let now = Instant::now();
-        let gap = if urgent { FRESH_SCAN } else { MIN_SCAN_GAP };
-        if self.last_escape_scan.is_some_and(|at| now - at < gap) {
+        if !self.escape_scans.open(self.now.mono, urgent) {
             return;
         }
-        self.last_escape_scan = Some(now);
         let mut runs = Vec::new();
         let mut known = BTreeSet::new();
         for (name, svc) in &self.services {
@@ -49,11 +45,11 @@ impl Supervisor {
         if runs.is_empty() {
             return;
         }
-        let instance = process::marker::instance_id(&self.dirs.state);
-        let found = sweep::find_escapees(
+        let instance = marker::instance_id(&self.dirs.state);
+        let found = find_escapees(
             &runs,
             &known,
-            &process::list_processes(),
+            &self.os.processes(),
             std::process::id() as i32,
             &process::marker::marker,
             &instance,
@@ -82,23 +78,21 @@ impl Supervisor {
                 pid: e.id.pid,
                 pgid: e.pgid,
                 start_time: e.id.start_time,
-                started_at: Utc::now().to_rfc3339(),
+                started_at: self.now.wall.to_rfc3339(),
                 argv: process::proc_info(e.id.pid)
                     .map(|p| p.argv)
                     .unwrap_or_default(),
                 stop_signal: svc.cfg.stop.signal,
-                grace_ms: super::duration_ms(svc.cfg.stop.grace),
+                grace_ms: duration_ms(svc.cfg.stop.grace),
             };
-            if let Some(db) = &self.state_db {
-                if let Err(e) = db.record_run(&live) {
-                    tracing::error!("could not record an escaped group: {e}");
-                }
+            if let Err(e) = self.state_db.record_run(&live) {
+                tracing::error!("could not record an escaped group: {e}");
             }
         }
         // A run already stopping sends its signals to the newcomer too.
         if run.stopping.is_some() {
-            sweep::signal_escaped(&e, libc::SIGCONT);
-            sweep::signal_escaped(&e, svc.cfg.stop.signal);
+            signal_escaped(&mut *self.os, &e, libc::SIGCONT);
+            signal_escaped(&mut *self.os, &e, svc.cfg.stop.signal);
         }
         let service = e.service.clone();
         run.escapees.push(e);
@@ -107,11 +101,225 @@ impl Supervisor {
 }
 
 /// Forgets the state records of a finished run's escaped groups.
-pub(super) fn forget_escapees(db: Option<&StateDb>, name: &str, escapees: &[Escaped]) {
-    let Some(db) = db else { return };
+pub(super) fn forget_escapees(db: &StateDb, name: &str, escapees: &[Escaped]) {
     for e in escapees.iter().filter(|e| e.leads_group()) {
         if let Err(err) = db.remove_run(name, e.pgid) {
             tracing::error!("could not clear an escaped group from the state database: {err}");
         }
+    }
+}
+
+/// One live run as escape detection needs it.
+#[derive(Debug, Clone)]
+pub struct RunRef {
+    pub service: String,
+    pub leader: i32,
+    pub pgid: i32,
+}
+
+/// Which of `procs` left a run's group: processes outside every group in `known`
+/// (runs' groups and groups already recorded as escaped) that descend from a member
+/// of a run's group or its leader, or — re-parented to `paiosd` — carry the marker of
+/// a service with a run. A process whose group is led by another escapee is covered by
+/// that one and not listed.
+pub fn find_escapees(
+    runs: &[RunRef],
+    known: &BTreeSet<i32>,
+    procs: &[ProcInfo],
+    paiosd: i32,
+    marker_of: &dyn Fn(&ProcInfo) -> Marker,
+    instance: &str,
+) -> Vec<Escaped> {
+    let tree = Ancestry {
+        by_pid: procs.iter().map(|p| (p.pid, p)).collect(),
+        run_of_group: runs.iter().map(|r| (r.pgid, r)).collect(),
+        run_of_leader: runs.iter().map(|r| (r.leader, r)).collect(),
+        runs,
+        paiosd,
+        marker_of,
+        instance,
+    };
+    let own_group = tree.by_pid.get(&paiosd).map(|p| p.pgid);
+    let mut found: Vec<Escaped> = Vec::new();
+    for p in procs {
+        if !p.is_live()
+            || p.pid == paiosd
+            || known.contains(&p.pgid)
+            || Some(p.pgid) == own_group
+            || tree.run_of_leader.contains_key(&p.pid)
+        {
+            continue;
+        }
+        let owner = tree.owner_of(p);
+        if let Some(run) = owner {
+            found.push(Escaped {
+                service: run.service.clone(),
+                id: p.identity(),
+                pgid: p.pgid,
+            });
+        }
+    }
+    let leaders: BTreeSet<i32> = found
+        .iter()
+        .filter(|e| e.leads_group())
+        .map(|e| e.pgid)
+        .collect();
+    found.retain(|e| e.leads_group() || !leaders.contains(&e.pgid));
+    found
+}
+
+/// What walking up from a process to the run it came from needs.
+struct Ancestry<'a> {
+    by_pid: HashMap<i32, &'a ProcInfo>,
+    run_of_group: HashMap<i32, &'a RunRef>,
+    run_of_leader: HashMap<i32, &'a RunRef>,
+    runs: &'a [RunRef],
+    paiosd: i32,
+    marker_of: &'a dyn Fn(&ProcInfo) -> Marker,
+    instance: &'a str,
+}
+
+impl<'a> Ancestry<'a> {
+    /// The run `p` descends from: through a member of its group or its leader, or, once
+    /// re-parented to paiosd, by the marker in its environment.
+    fn owner_of(&self, p: &ProcInfo) -> Option<&'a RunRef> {
+        let mut at = p.ppid;
+        for _ in 0..64 {
+            if at <= 1 {
+                return None;
+            }
+            if at == self.paiosd {
+                // Re-parented to paiosd: only the marker can say whose it was.
+                return match (self.marker_of)(p) {
+                    Marker::Paios { instance, service } if instance == self.instance => {
+                        self.runs.iter().find(|r| r.service == service)
+                    }
+                    _ => None,
+                };
+            }
+            if let Some(r) = self.run_of_leader.get(&at) {
+                return Some(r);
+            }
+            let parent = self.by_pid.get(&at)?;
+            if let Some(r) = self.run_of_group.get(&parent.pgid) {
+                return Some(r);
+            }
+            at = parent.ppid;
+        }
+        None
+    }
+}
+
+/// Sends `signal` to an escapee: its group when it led one (the group cannot be
+/// reused while members live), else the process after an identity check.
+pub fn signal_escaped(os: &mut dyn Os, e: &Escaped, signal: i32) {
+    if e.leads_group() {
+        let _ = os.signal_group(e.pgid, signal);
+    } else if os.is_alive(e.id) {
+        let _ = os.signal_process(e.id.pid, signal);
+    }
+}
+
+/// Something of the escapee is still alive.
+pub fn escaped_alive(os: &dyn Os, e: &Escaped) -> bool {
+    if e.leads_group() {
+        os.group_alive(e.pgid)
+    } else {
+        os.is_alive(e.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pid: i32, ppid: i32, pgid: i32) -> ProcInfo {
+        ProcInfo {
+            pid,
+            ppid,
+            pgid,
+            uid: 500,
+            start_time: 7,
+            state: 'S',
+            comm: "x".into(),
+            argv: vec![],
+            exe: None,
+        }
+    }
+
+    fn escapees(procs: &[ProcInfo], marked: &[i32]) -> Vec<(String, i32)> {
+        let runs = [
+            RunRef {
+                service: "a".into(),
+                leader: 100,
+                pgid: 100,
+            },
+            RunRef {
+                service: "b".into(),
+                leader: 200,
+                pgid: 200,
+            },
+        ];
+        let known: BTreeSet<i32> = [100, 200].into();
+        let marker_of = |p: &ProcInfo| {
+            if marked.contains(&p.pid) {
+                Marker::Paios {
+                    instance: "/s".into(),
+                    service: "b".into(),
+                }
+            } else {
+                Marker::None
+            }
+        };
+        find_escapees(&runs, &known, procs, 10, &marker_of, "/s")
+            .into_iter()
+            .map(|e| (e.service, e.id.pid))
+            .collect()
+    }
+
+    #[test]
+    fn setsid_child_of_the_leader_is_an_escapee() {
+        let procs = [
+            p(10, 1, 10),
+            p(100, 10, 100),
+            p(101, 100, 101),
+            p(102, 101, 101),
+        ];
+        // 102 is in 101's group: covered by 101, not listed apart.
+        assert_eq!(escapees(&procs, &[]), vec![("a".into(), 101)]);
+    }
+
+    #[test]
+    fn grandchild_escapes_through_a_member_whose_leader_died() {
+        let procs = [p(10, 1, 10), p(150, 10, 100), p(151, 150, 151)];
+        assert_eq!(escapees(&procs, &[]), vec![("a".into(), 151)]);
+    }
+
+    #[test]
+    fn orphan_of_paiosd_is_attributed_only_by_its_marker() {
+        let procs = [
+            p(10, 1, 10),
+            p(300, 10, 300),
+            p(301, 10, 301),
+            p(200, 10, 200),
+        ];
+        // 301 is marked for b; 300 (an alert command, say) is not and is left alone.
+        assert_eq!(escapees(&procs, &[301]), vec![("b".into(), 301)]);
+    }
+
+    #[test]
+    fn unrelated_processes_and_known_groups_are_not_escapees() {
+        let mut zombie = p(103, 100, 103);
+        zombie.state = 'Z';
+        let procs = [
+            p(10, 1, 10),
+            p(100, 10, 100),
+            p(101, 100, 100),
+            p(500, 1, 500),
+            p(501, 500, 501),
+            zombie,
+            p(11, 10, 10),
+        ];
+        assert!(escapees(&procs, &[]).is_empty());
     }
 }

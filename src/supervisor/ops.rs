@@ -1,51 +1,108 @@
-//! Control operations inside the actor: start, stop, restart and run, each answered
-//! when it is complete (a stop when the group is empty, a start when the run is up),
-//! and the status snapshot. An operation in flight is an [`Op`] that the actor checks
-//! after every event; nothing here blocks.
-
-use std::time::{Instant, SystemTime};
+//! Control requests inside the actor: ping, status, reload and shutdown, and the
+//! operations start, stop, restart and run, each answered when it is complete (a stop
+//! when the group is empty, a start when the run is up). An operation in flight is an
+//! [`Op`] that the actor checks after every event; nothing here blocks. The status
+//! snapshot is in `status.rs`.
 
 use tokio::sync::oneshot;
 
-use super::service::{Hold, Service, StopReason};
-use super::{error, Supervisor};
-use crate::control::protocol::{
-    ErrorCode, LastExit as WireLastExit, OpResult, Reply, Response, RunResult, ServiceStatus,
-    Target,
-};
+use super::actor::{error, Supervisor};
+use super::model::{Hold, Op, OpKind, Outcome, StopReason, WaitFor, Want, SETTLE};
+use super::status::state_of;
+use crate::control::protocol::{ErrorCode, OpResult, Reply, Request, Response, RunResult, Target};
+use crate::control::ControlMsg;
 use crate::process::{self, ExitStatus};
 
-/// How long a scan of group memory is reused by `status`: a script polling status in a
-/// loop must not turn into a process-table scan per call.
-const RSS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// What an operation waits for, per service.
-#[derive(Debug, Clone, Copy)]
-pub enum WaitFor {
-    /// Up; a run that ends after `runs_finished` passed `marker` means it failed to come up.
-    Up { marker: u64 },
-    /// No run left: the group is empty.
-    Down,
-    /// The run started by `run` has ended (`runs_finished` passed `after`).
-    RunEnd { after: u64 },
-}
-
-#[derive(Debug)]
-pub enum OpKind {
-    Ops,
-    Run,
-}
-
-#[derive(Debug)]
-pub struct Op {
-    kind: OpKind,
-    reply: oneshot::Sender<Response>,
-    waits: Vec<(String, WaitFor)>,
-    /// Results decided up front (names that did not apply).
-    fixed: Vec<OpResult>,
-}
-
 impl Supervisor {
+    pub(super) fn on_control(&mut self, msg: ControlMsg) {
+        let ControlMsg { request, reply } = msg;
+        if self.shutting_down
+            && !matches!(
+                request,
+                Request::Ping | Request::Status { .. } | Request::Shutdown
+            )
+        {
+            let _ = reply.send(error(ErrorCode::ShuttingDown, "paiosd is shutting down"));
+            return;
+        }
+        match request {
+            Request::Ping => {
+                let _ = reply.send(Response::Ok(Reply::Pong {
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    pid: std::process::id(),
+                    ledger: Some(self.ledger.stats()),
+                }));
+            }
+            Request::Status { names } => {
+                let _ = reply.send(self.status_answer(&names));
+            }
+            Request::Reload => {
+                let _ = reply.send(self.reload_answer());
+            }
+            Request::Shutdown => {
+                let _ = reply.send(Response::Ok(Reply::ShuttingDown {
+                    pid: std::process::id(),
+                }));
+                self.begin_shutdown("paiosctl shutdown");
+            }
+            Request::Start { target, wait } => {
+                self.with_targets(&target, reply, |s, names, reply| {
+                    s.op_up(names, wait, reply, false)
+                })
+            }
+            Request::Stop { target, wait } => {
+                self.with_targets(&target, reply, |s, names, reply| {
+                    s.op_stop(names, wait, reply)
+                })
+            }
+            Request::Restart { target, wait } => {
+                self.with_targets(&target, reply, |s, names, reply| {
+                    s.op_up(names, wait, reply, true)
+                })
+            }
+            Request::Run { name, wait } => self.op_run(name, wait, reply),
+        }
+    }
+
+    fn status_answer(&mut self, names: &[String]) -> Response {
+        match self.resolve(names, names.is_empty()) {
+            Ok(names) => Response::Ok(Reply::Status {
+                services: self.status(&names),
+                ledger: Some(self.ledger.stats()),
+            }),
+            Err(e) => e,
+        }
+    }
+
+    fn reload_answer(&mut self) -> Response {
+        match self.reload() {
+            Ok(report) => Response::Ok(Reply::Reload(report)),
+            Err(text) => error(
+                ErrorCode::ConfigInvalid,
+                format!("the config has errors; nothing was changed:\n{text}"),
+            ),
+        }
+    }
+
+    /// Checks names against the services, with a suggestion for an unknown one.
+    pub(super) fn resolve(&self, names: &[String], all: bool) -> Result<Vec<String>, Response> {
+        if all {
+            return Ok(self.services.keys().cloned().collect());
+        }
+        for name in names {
+            if !self.services.contains_key(name) {
+                let mut message = format!("no service named `{name}`");
+                if let Some(close) = closest(name, self.services.keys()) {
+                    message.push_str(&format!(" (did you mean `{close}`?)"));
+                }
+                return Err(error(ErrorCode::UnknownService, message));
+            }
+        }
+        let mut out = names.to_vec();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Resolves the names of a start/stop/restart and hands them to `op`, or answers the
     /// request with the error (an unknown name, or no name and no `--all`).
     pub(super) fn with_targets(
@@ -112,16 +169,17 @@ impl Supervisor {
             if restart {
                 svc.next_attempt = 0;
             }
-            svc.want_up = true;
             match &svc.run {
                 Some(_) if restart => {
-                    svc.restart_requested = true;
+                    svc.want = Want::Restart;
                     self.begin_stop(&name, StopReason::Restart);
                 }
-                Some(run) if !run.is_up() => svc.restart_requested = true,
-                Some(_) => {}
+                Some(run) if !run.is_up() => svc.want = Want::Restart,
+                Some(_) if svc.want == Want::Restart => {}
+                Some(_) => svc.want = Want::Up,
                 None => {
-                    svc.hold = Hold::None;
+                    svc.want = Want::Up;
+                    svc.rest(Hold::None);
                     self.try_start(&name);
                 }
             }
@@ -141,9 +199,8 @@ impl Supervisor {
             let Some(svc) = self.services.get_mut(&name) else {
                 continue;
             };
-            svc.want_up = false;
-            svc.restart_requested = false;
-            svc.hold = Hold::None;
+            svc.want = Want::Down;
+            svc.rest(Hold::None);
             if svc.run.is_some() {
                 self.begin_stop(&name, StopReason::User);
             }
@@ -239,17 +296,16 @@ impl Supervisor {
                 if svc.is_up() {
                     let settled = match svc.run.as_ref().and_then(|r| r.health.as_ref()) {
                         Some(_) => svc.is_ready(),
-                        None => svc
-                            .run
-                            .as_ref()
-                            .is_some_and(|r| r.started.elapsed() >= super::SETTLE),
+                        None => svc.run.as_ref().is_some_and(|r| {
+                            self.now.mono.saturating_duration_since(r.started) >= SETTLE
+                        }),
                     };
                     settled.then_some(true)
                 } else if svc.run.is_some() {
                     None
                 } else if svc.runs_finished > marker
                     || matches!(svc.hold, Hold::Failed { .. } | Hold::Waiting(_))
-                    || !svc.want_up
+                    || !svc.wanted()
                     || self.shutting_down
                 {
                     Some(false)
@@ -260,7 +316,7 @@ impl Supervisor {
             WaitFor::RunEnd { after } => (svc.runs_finished > after).then(|| {
                 svc.last_exit
                     .as_ref()
-                    .is_some_and(|e| e.outcome == "exited")
+                    .is_some_and(|e| e.outcome == Outcome::Exited)
             }),
         }
     }
@@ -292,7 +348,7 @@ impl Supervisor {
                         .and_then(|s| s.run.as_ref().map(|r| r.leader.pid))
                         .or(last.map(|e| e.pid)),
                 };
-                let failed = last.is_some_and(|e| e.outcome != "exited")
+                let failed = last.is_some_and(|e| e.outcome != Outcome::Exited)
                     || (no_wait && svc.is_some_and(|s| s.run.is_none()));
                 if failed {
                     let what =
@@ -329,7 +385,7 @@ impl Supervisor {
                 message: "removed".into(),
             };
         };
-        let (state, detail) = state_of(svc, Instant::now());
+        let (state, detail) = state_of(svc, self.now.mono);
         let pid = svc
             .run
             .as_ref()
@@ -357,150 +413,6 @@ impl Supervisor {
             message,
         }
     }
-
-    /// One status row per name, in the order given.
-    pub(super) fn status(&mut self, names: &[String]) -> Vec<ServiceStatus> {
-        let now = Instant::now();
-        let now_sys = SystemTime::now();
-        let mut rows = Vec::with_capacity(names.len());
-        let pgids: Vec<i32> = names
-            .iter()
-            .filter_map(|n| self.services.get(n)?.run.as_ref().map(|r| r.pgid))
-            .collect();
-        let rss = match &self.rss_cache {
-            Some((at, cached))
-                if now.saturating_duration_since(*at) < RSS_FRESH
-                    && pgids.iter().all(|p| cached.contains_key(p)) =>
-            {
-                cached.clone()
-            }
-            _ => {
-                let fresh = process::rss_of(&pgids);
-                self.rss_cache = Some((now, fresh.clone()));
-                fresh
-            }
-        };
-        for name in names {
-            let Some(svc) = self.services.get_mut(name) else {
-                continue;
-            };
-            let restarts_24h = svc.restarts_24h(now_sys);
-            let (state, detail) = state_of(svc, now);
-            let run = svc.run.as_ref();
-            rows.push(ServiceStatus {
-                name: name.clone(),
-                kind: if svc.is_task() { "task" } else { "service" }.to_string(),
-                state: state.to_string(),
-                pid: run
-                    .filter(|r| r.leader_exit.is_none())
-                    .map(|r| r.leader.pid),
-                pgid: run.map(|r| r.pgid),
-                uptime_s: run.map(|r| now.saturating_duration_since(r.started).as_secs()),
-                restarts_24h,
-                last_exit: svc.last_exit.as_ref().map(|e| WireLastExit {
-                    code: match e.status {
-                        Some(ExitStatus::Code(c)) => Some(c),
-                        _ => None,
-                    },
-                    signal: match e.status {
-                        Some(ExitStatus::Signal(s)) => Some(process::signal_name(s)),
-                        _ => None,
-                    },
-                    at: e.at.to_rfc3339(),
-                    outcome: Some(e.outcome.to_string()),
-                }),
-                health: run.and_then(|r| r.health.as_ref()).map(|h| h.state.label()),
-                rss_bytes: run.map(|r| rss.get(&r.pgid).copied().unwrap_or(0)),
-                next_run: svc
-                    .clock
-                    .as_ref()
-                    .and_then(|c| c.next)
-                    .map(|t| t.to_rfc3339()),
-                detail,
-                enabled: svc.cfg.enabled,
-                log_dropped: self.logs.dropped(name),
-            });
-        }
-        rows
-    }
-}
-
-/// The state word and its explanation.
-pub fn state_of(svc: &Service, now: Instant) -> (&'static str, Option<String>) {
-    if let Some(run) = &svc.run {
-        return match run.stopping {
-            Some(s) if s.reason == StopReason::Hung => (
-                "hung",
-                Some(format!(
-                    "stopping after failed probes, for {:.1}s",
-                    now.saturating_duration_since(s.since).as_secs_f64()
-                )),
-            ),
-            Some(s) => (
-                "stopping",
-                Some(format!(
-                    "for {:.1}s",
-                    now.saturating_duration_since(s.since).as_secs_f64()
-                )),
-            ),
-            None if run.leader_exit.is_some() => {
-                ("stopping", Some("leader exited; ending its group".into()))
-            }
-            None if run.watch.stopped_by_signal => (
-                "stopped-by-signal",
-                Some("every process of the group is stopped (SIGSTOP?)".into()),
-            ),
-            None => match &run.health {
-                Some(h) if !h.ready => (
-                    "starting",
-                    Some("waiting for the first healthy probe".into()),
-                ),
-                _ => ("running", None),
-            },
-        };
-    }
-    match &svc.hold {
-        Hold::Backoff {
-            until_wall,
-            attempt,
-            ..
-        } => (
-            "backoff",
-            Some(format!(
-                "until {} (restart {attempt})",
-                until_wall
-                    .with_timezone(&chrono::Local)
-                    .format("%H:%M:%S%.3f")
-            )),
-        ),
-        Hold::Failed { retry_wall, .. } => (
-            "failed",
-            Some(format!(
-                "crash loop; retrying at {}",
-                retry_wall.with_timezone(&chrono::Local).format("%H:%M:%S")
-            )),
-        ),
-        Hold::Waiting(deps) => ("waiting", Some(format!("waiting for {}", deps.join(", ")))),
-        // The exit code alone does not say that a task timed out or was stopped.
-        Hold::None if svc.is_task() => (
-            "idle",
-            svc.last_exit
-                .as_ref()
-                .filter(|e| e.outcome != "exited")
-                .map(|e| format!("last run {}", e.outcome)),
-        ),
-        Hold::None if !svc.cfg.enabled => ("stopped", Some("disabled".into())),
-        Hold::None => (
-            "stopped",
-            svc.last_exit.as_ref().map(|e| {
-                format!(
-                    "last run {} at {}",
-                    e.outcome,
-                    e.at.with_timezone(&chrono::Local).format("%H:%M:%S")
-                )
-            }),
-        ),
-    }
 }
 
 fn not_applicable(name: &str, why: &str) -> OpResult {
@@ -518,5 +430,31 @@ fn describe_result(r: &RunResult) -> String {
         (Some(code), _) => format!("exit code {code}"),
         (_, Some(sig)) => format!("killed by {sig}"),
         _ => "no exit status".into(),
+    }
+}
+
+/// The known name closest to `name`, if it is close enough to be a likely typo.
+pub fn closest<'a>(name: &str, known: impl Iterator<Item = &'a String>) -> Option<&'a String> {
+    known
+        .map(|k| (strsim::damerau_levenshtein(name, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_are_close_names_only() {
+        let known = [
+            "gateway".to_string(),
+            "kb".to_string(),
+            "embedding-server".to_string(),
+        ];
+        assert_eq!(closest("gatway", known.iter()), Some(&known[0]));
+        assert_eq!(closest("kd", known.iter()), Some(&known[1]));
+        assert_eq!(closest("zzzzzzzz", known.iter()), None);
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::service::Service;
+use super::model::Service;
 
 /// Names in an order where every service comes after the ones it lists in `after`.
 pub fn start_order(services: &BTreeMap<String, Service>) -> Vec<String> {

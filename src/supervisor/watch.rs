@@ -10,51 +10,18 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::service::{Service, StopReason};
+use super::actor::Supervisor;
+use super::model::{RunHealth, State, StopReason};
 use super::timers::Timer;
-use super::Supervisor;
 use crate::health::{self, ProbeEvent};
 use crate::policy::growth::GrowthWatch;
 use crate::policy::health::{HealthState, HealthThresholds, HealthVerdict};
-use crate::process;
 
 /// How often a service without a probe is checked for being stopped by a signal (when
 /// its `[memory] interval` does not make it more often): rare enough that 200 idle
 /// services cost almost nothing, often enough that a SIGSTOPped group is reported
 /// within a minute.
 pub const SAMPLE_DEFAULT: Duration = Duration::from_secs(30);
-
-/// A run's health: the threshold machine, its prober, and whether it has been ready.
-#[derive(Debug, Clone)]
-pub struct RunHealth {
-    pub state: HealthState,
-    pub cancel: CancellationToken,
-    /// The first probe succeeded: the services that come `after` may start.
-    pub ready: bool,
-    /// An `on_failure = "alert"` service was reported unhealthy and has not recovered.
-    pub alerted: bool,
-}
-
-/// What the memory sample and the stop check keep per run.
-#[derive(Debug, Clone, Default)]
-pub struct RunWatch {
-    pub rss: Option<u64>,
-    pub growth: Option<GrowthWatch>,
-    pub next_sample: Option<Instant>,
-    /// Every process of the group was seen stopped since then.
-    pub stopped_since: Option<Instant>,
-    /// Reported as stopped by a signal (status and ledger).
-    pub stopped_by_signal: bool,
-}
-
-impl Service {
-    /// Up, and healthy once if it has a probe: what `after` and `start --wait` wait for.
-    pub fn is_ready(&self) -> bool {
-        self.run
-            .as_ref()
-            .is_some_and(|r| r.is_up() && r.health.as_ref().is_none_or(|h| h.ready))
-    }
-}
 
 impl Supervisor {
     /// Starts the prober and the memory watch of the run just spawned.
@@ -84,8 +51,7 @@ impl Supervisor {
     /// Makes sure the sampler wakes by `at`. One wake-up serves every run that is due,
     /// so 200 services sampled every 10 s cost one wake-up per 10 s, not twenty a second.
     fn arm_sampler(&mut self, at: Instant) {
-        if self.sample_tick.is_none_or(|tick| at < tick) {
-            self.sample_tick = Some(at);
+        if self.sample_clock.arm(at) {
             self.timers.at(at, Timer::Sample);
         }
     }
@@ -93,10 +59,9 @@ impl Supervisor {
     /// The sampler's wake-up: samples every run due now, or due within half its
     /// interval (so runs started at different moments fall into step), then re-arms.
     pub(super) fn on_sample_tick(&mut self, now: Instant) {
-        if self.sample_tick.is_some_and(|tick| tick > now) {
+        if !self.sample_clock.fire(now) {
             return; // superseded by an earlier tick that already ran
         }
-        self.sample_tick = None;
         let due: Vec<String> = self
             .services
             .iter()
@@ -117,7 +82,7 @@ impl Supervisor {
             .filter(|s| s.cfg.memory.is_some())
             .filter_map(|s| s.run.as_ref().map(|r| r.pgid))
             .collect();
-        let rss = process::rss_of(&pgids);
+        let rss = self.os.rss_of(&pgids);
         for name in due {
             self.on_sample(&name, now, &rss);
         }
@@ -132,11 +97,10 @@ impl Supervisor {
     }
 
     pub(super) fn on_probe(&mut self, ev: ProbeEvent) {
-        let now = Instant::now();
+        let now = self.now.mono;
         let Some(svc) = self.services.get_mut(&ev.service) else {
             return;
         };
-        let on_failure = svc.cfg.health.as_ref().map(|h| h.on_failure);
         let Some(run) = svc.run.as_mut().filter(|r| r.id == ev.run_id && r.is_up()) else {
             return;
         };
@@ -145,21 +109,7 @@ impl Supervisor {
         let verdict = h.state.on_result(now, ev.ok, ev.error.clone());
         let name = ev.service.clone();
         match verdict {
-            HealthVerdict::Healthy => {
-                let first = !h.ready;
-                h.ready = true;
-                let recovered = h.alerted;
-                h.alerted = false;
-                if first {
-                    tracing::info!(service = %name, "healthy: ready");
-                    self.start_waiting_dependents(&name);
-                } else if before != HealthVerdict::Healthy {
-                    tracing::info!(service = %name, "healthy again");
-                    if recovered {
-                        self.record_event(&name, "service", "health_recovered", None);
-                    }
-                }
-            }
+            HealthVerdict::Healthy => self.on_healthy(&name, before),
             HealthVerdict::Unhealthy { consecutive, of } => {
                 if consecutive == 1 {
                     let err = ev.error.unwrap_or_default();
@@ -172,29 +122,64 @@ impl Supervisor {
                     );
                 }
             }
-            HealthVerdict::Hung => {
-                let errors: Vec<String> = h.state.recent_errors().map(str::to_string).collect();
-                let detail = format!(
-                    "{} consecutive probe failures: {}",
-                    h.state.consecutive(),
-                    errors.join("; ")
-                );
-                match on_failure {
-                    Some(crate::config::OnFailure::Alert) => {
-                        if !h.alerted {
-                            h.alerted = true;
-                            tracing::error!(service = %name, "unhealthy: {detail}");
-                            self.alert(&name, "service", "unhealthy", detail);
-                        }
-                    }
-                    _ => {
-                        tracing::error!(service = %name, "hung: {detail}; restarting");
-                        run.hung_context = Some(detail);
-                        self.begin_stop(&name, StopReason::Hung);
-                    }
+            HealthVerdict::Hung => self.on_hung(&name),
+            HealthVerdict::Starting => {}
+        }
+    }
+
+    /// A probe passed: the first makes the run ready (and running).
+    fn on_healthy(&mut self, name: &str, before: HealthVerdict) {
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        let Some(h) = svc.run.as_mut().and_then(|r| r.health.as_mut()) else {
+            return;
+        };
+        let first = !h.ready;
+        h.ready = true;
+        let recovered = h.alerted;
+        h.alerted = false;
+        if first {
+            if svc.state() == State::Starting {
+                svc.enter(State::Running);
+            }
+            tracing::info!(service = %name, "healthy: ready");
+            self.start_waiting_dependents(name);
+        } else if before != HealthVerdict::Healthy {
+            tracing::info!(service = %name, "healthy again");
+            if recovered {
+                self.record_event(name, "service", "health_recovered", None);
+            }
+        }
+    }
+
+    /// Too many probes failed in a row: restart it, or only alert if so configured.
+    fn on_hung(&mut self, name: &str) {
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        let on_failure = svc.cfg.health.as_ref().map(|h| h.on_failure);
+        let Some(run) = svc.run.as_mut() else { return };
+        let Some(h) = run.health.as_mut() else { return };
+        let errors: Vec<String> = h.state.recent_errors().map(str::to_string).collect();
+        let detail = format!(
+            "{} consecutive probe failures: {}",
+            h.state.consecutive(),
+            errors.join("; ")
+        );
+        match on_failure {
+            Some(crate::config::OnFailure::Alert) => {
+                if !h.alerted {
+                    h.alerted = true;
+                    tracing::error!(service = %name, "unhealthy: {detail}");
+                    self.alert(name, "service", "unhealthy", detail);
                 }
             }
-            HealthVerdict::Starting => {}
+            _ => {
+                tracing::error!(service = %name, "hung: {detail}; restarting");
+                run.hung_context = Some(detail);
+                self.begin_stop(name, StopReason::Hung);
+            }
         }
     }
 
@@ -204,75 +189,93 @@ impl Supervisor {
         let Some(svc) = self.services.get_mut(name) else {
             return;
         };
-        let (every, memory, probed) = (
-            sample_interval(&svc.cfg),
-            svc.cfg.memory,
-            svc.cfg.health.is_some(),
-        );
+        let (every, probed) = (sample_interval(&svc.cfg), svc.cfg.health.is_some());
         let Some(run) = svc.run.as_mut().filter(|r| r.is_up()) else {
             return;
         };
         run.watch.next_sample = Some(now + every);
         let pgid = run.pgid;
-
-        if let Some(mem) = &memory {
+        if svc.cfg.memory.is_some() {
             let rss = rss_by_group.get(&pgid).copied().unwrap_or(0);
-            run.watch.rss = Some(rss);
-            if let Some(limit) = mem.limit.filter(|limit| rss > *limit) {
-                let detail = format!(
-                    "group RSS {} over the limit of {}",
-                    crate::units::format_size_rounded(rss),
-                    crate::units::format_size_rounded(limit)
-                );
-                tracing::error!(service = name, "{detail}; restarting");
-                run.hung_context = Some(detail);
-                self.begin_stop(name, StopReason::Memory);
+            if self.check_memory(name, now, rss) {
                 return;
-            }
-            if let Some(growth) = run.watch.growth.as_mut() {
-                growth.sample(now, rss);
-                if let Some(slope) = growth.check(now) {
-                    let detail = format!(
-                        "RSS growing {}/h over the last {:?} (now {}); alert above {}/h",
-                        crate::units::format_size_rounded((slope * 3600.0) as u64),
-                        mem.window,
-                        crate::units::format_size_rounded(rss),
-                        crate::units::format_size_rounded(
-                            (mem.growth_alert.unwrap_or(0.0) * 3600.0) as u64
-                        )
-                    );
-                    tracing::warn!(service = name, "memory growth: {detail}");
-                    self.alert(name, "service", "memory_growth", detail);
-                }
             }
         }
-
         // Without a probe nothing else would notice a group that was SIGSTOPped.
         if !probed {
-            let Some(run) = self.services.get_mut(name).and_then(|s| s.run.as_mut()) else {
-                return;
-            };
-            let leader_stopped = matches!(process::state(run.leader.pid), Some('T' | 't'));
-            if leader_stopped && process::group_all_stopped(pgid) {
-                let since = *run.watch.stopped_since.get_or_insert(now);
-                if now.duration_since(since) >= every && !run.watch.stopped_by_signal {
-                    run.watch.stopped_by_signal = true;
-                    tracing::warn!(
-                        service = name,
-                        pgid,
-                        "every process of the group is stopped (SIGSTOP?)"
-                    );
-                    self.record_event(
-                        name,
-                        "service",
-                        "stopped_by_signal",
-                        Some(format!("pgid {pgid}: all processes stopped")),
-                    );
-                }
-            } else if run.watch.stopped_since.take().is_some() && run.watch.stopped_by_signal {
-                run.watch.stopped_by_signal = false;
-                self.record_event(name, "service", "continued", None);
+            self.check_stopped(name, now, every);
+        }
+    }
+
+    /// The memory limit and growth; true when the run is being stopped for its memory.
+    fn check_memory(&mut self, name: &str, now: Instant, rss: u64) -> bool {
+        let Some(svc) = self.services.get_mut(name) else {
+            return false;
+        };
+        let Some(mem) = svc.cfg.memory else {
+            return false;
+        };
+        let Some(run) = svc.run.as_mut() else {
+            return false;
+        };
+        run.watch.rss = Some(rss);
+        if let Some(limit) = mem.limit.filter(|limit| rss > *limit) {
+            let detail = format!(
+                "group RSS {} over the limit of {}",
+                crate::units::format_size_rounded(rss),
+                crate::units::format_size_rounded(limit)
+            );
+            tracing::error!(service = name, "{detail}; restarting");
+            run.hung_context = Some(detail);
+            self.begin_stop(name, StopReason::Memory);
+            return true;
+        }
+        if let Some(growth) = run.watch.growth.as_mut() {
+            growth.sample(now, rss);
+            if let Some(slope) = growth.check(now) {
+                let detail = format!(
+                    "RSS growing {}/h over the last {} (now {}); alert above {}/h",
+                    crate::units::format_size_rounded((slope * 3600.0) as u64),
+                    crate::units::format_duration(mem.window),
+                    crate::units::format_size_rounded(rss),
+                    crate::units::format_size_rounded((mem.growth_alert.unwrap_or(0.0) * 3600.0) as u64)
+                );
+                tracing::warn!(service = name, "memory growth: {detail}");
+                self.alert(name, "service", "memory_growth", detail);
             }
+        }
+        false
+    }
+
+    /// Every process of the group stopped for a whole interval: `stopped-by-signal`
+    /// until one of them runs again.
+    fn check_stopped(&mut self, name: &str, now: Instant, every: Duration) {
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        let Some(run) = svc.run.as_mut() else { return };
+        let pgid = run.pgid;
+        if self.os.group_stopped(run.leader.pid, pgid) {
+            let since = *run.watch.stopped_since.get_or_insert(now);
+            if now.duration_since(since) >= every && !run.watch.stopped_by_signal {
+                run.watch.stopped_by_signal = true;
+                svc.enter(State::StoppedBySignal);
+                tracing::warn!(
+                    service = name,
+                    pgid,
+                    "every process of the group is stopped (SIGSTOP?)"
+                );
+                self.record_event(
+                    name,
+                    "service",
+                    "stopped_by_signal",
+                    Some(format!("pgid {pgid}: all processes stopped")),
+                );
+            }
+        } else if run.watch.stopped_since.take().is_some() && run.watch.stopped_by_signal {
+            run.watch.stopped_by_signal = false;
+            svc.enter(State::Running);
+            self.record_event(name, "service", "continued", None);
         }
     }
 }
