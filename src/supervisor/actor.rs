@@ -309,13 +309,13 @@ impl Supervisor {
         event: &str,
         detail: Option<String>,
     ) {
-        self.ledger.record(Record::Event(EventRecord {
-            service: service.to_string(),
-            kind: kind.to_string(),
-            event: event.to_string(),
+        self.ledger.record(Record::Event(EventRecord::new(
+            service,
+            kind,
+            event,
             detail,
-            at: self.now.wall.to_rfc3339(),
-        }));
+            self.now.wall,
+        )));
     }
 
     /// Records an event that people should hear about and runs the alert command.

@@ -55,8 +55,9 @@ impl Supervisor {
         );
         if decision.storm {
             let detail = format!(
-                "{} crashes within {:?}",
-                self.global.storm.crashes, self.global.storm.window
+                "{} crashes within {}",
+                self.global.storm.crashes,
+                crate::units::format_duration(self.global.storm.window)
             );
             tracing::warn!(service = name, "crash storm: {detail}");
             self.alert(name, "service", "storm", detail);
@@ -164,9 +165,9 @@ impl Supervisor {
             retry_wall,
         });
         let detail = format!(
-            "more than {} restarts within {:?}; retrying at {}",
+            "more than {} restarts within {}; retrying at {}",
             svc.cfg.restart.limit.burst,
-            svc.cfg.restart.limit.window,
+            crate::units::format_duration(svc.cfg.restart.limit.window),
             retry_wall.with_timezone(&chrono::Local).format("%H:%M:%S")
         );
         tracing::error!(service = name, "gave up: {detail}");

@@ -317,8 +317,8 @@ impl Supervisor {
             tracing::warn!(
                 service = name,
                 pgid = run.pgid,
-                "still alive after {:?}; SIGKILL to the group",
-                svc.cfg.stop.grace
+                "still alive after {}; SIGKILL to the group",
+                crate::units::format_duration(svc.cfg.stop.grace)
             );
             stopping.killed = true;
             let _ = self.os.signal_group(run.pgid, libc::SIGKILL);

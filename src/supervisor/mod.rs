@@ -48,7 +48,6 @@ use crate::state::StateDb;
 
 pub use actor::{Event, Parts, Supervisor};
 pub use model::SETTLE;
-pub use ops::closest;
 
 /// Why paiosd could not run.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +115,8 @@ fn open(dirs: &Dirs, probe_tx: mpsc::UnboundedSender<crate::health::ProbeEvent>)
     // A state file missing where a previous paiosd has left its ledger means its records
     // were lost (deleted between a kill and this start): sweep by stray detection then.
     // Looked at before the ledger is opened, which creates its file.
-    let state_missing = !dirs.state_db().exists() && crate::ledger::query::previous_paiosd_ran(&dirs.ledger_db());
+    let state_missing =
+        !dirs.state_db().exists() && crate::ledger::query::previous_paiosd_ran(&dirs.ledger_db());
     let ledger = Ledger::open(&dirs.ledger_db(), config.global.ledger);
     let logs = Logs::start(&dirs.logs);
     let (state_db, mut state_problem) = StateDb::open_or_recreate(&dirs.state_db());

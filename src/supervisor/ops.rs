@@ -92,7 +92,9 @@ impl Supervisor {
         for name in names {
             if !self.services.contains_key(name) {
                 let mut message = format!("no service named `{name}`");
-                if let Some(close) = closest(name, self.services.keys()) {
+                if let Some(close) =
+                    crate::names::closest(name, self.services.keys().map(String::as_str))
+                {
                     message.push_str(&format!(" (did you mean `{close}`?)"));
                 }
                 return Err(error(ErrorCode::UnknownService, message));
@@ -430,31 +432,5 @@ fn describe_result(r: &RunResult) -> String {
         (Some(code), _) => format!("exit code {code}"),
         (_, Some(sig)) => format!("killed by {sig}"),
         _ => "no exit status".into(),
-    }
-}
-
-/// The known name closest to `name`, if it is close enough to be a likely typo.
-pub fn closest<'a>(name: &str, known: impl Iterator<Item = &'a String>) -> Option<&'a String> {
-    known
-        .map(|k| (strsim::damerau_levenshtein(name, k), k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn suggestions_are_close_names_only() {
-        let known = [
-            "gateway".to_string(),
-            "kb".to_string(),
-            "embedding-server".to_string(),
-        ];
-        assert_eq!(closest("gatway", known.iter()), Some(&known[0]));
-        assert_eq!(closest("kd", known.iter()), Some(&known[1]));
-        assert_eq!(closest("zzzzzzzz", known.iter()), None);
     }
 }

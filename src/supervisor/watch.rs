@@ -238,7 +238,9 @@ impl Supervisor {
                     crate::units::format_size_rounded((slope * 3600.0) as u64),
                     crate::units::format_duration(mem.window),
                     crate::units::format_size_rounded(rss),
-                    crate::units::format_size_rounded((mem.growth_alert.unwrap_or(0.0) * 3600.0) as u64)
+                    crate::units::format_size_rounded(
+                        (mem.growth_alert.unwrap_or(0.0) * 3600.0) as u64
+                    )
                 );
                 tracing::warn!(service = name, "memory growth: {detail}");
                 self.alert(name, "service", "memory_growth", detail);
