@@ -365,14 +365,6 @@ pub(super) fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-pub(super) fn human_ms(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
-}
-
 pub(super) fn describe(status: ExitStatus) -> String {
     match status {
         ExitStatus::Code(c) => format!("exit code {c}"),

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::actor::{human_ms, Supervisor};
+use super::actor::Supervisor;
 use super::model::{Hold, Outcome, Want};
 use super::timers::Timer;
 use crate::policy::{self, Ended, Next, Standing};
@@ -90,7 +90,12 @@ impl Supervisor {
                 delay,
                 attempt,
             } => {
-                tracing::info!(service = name, attempt, "restarting in {}", human_ms(delay));
+                tracing::info!(
+                    service = name,
+                    attempt,
+                    "restarting in {}",
+                    crate::units::format_duration_rounded(delay)
+                );
                 svc.restarts.push_back(wall.into());
                 self.hold_backoff(name, until, delay, attempt);
             }

@@ -64,7 +64,12 @@ impl Supervisor {
         let delay = svc.next_delay.take();
         svc.hold = Hold::None;
         match self.os.spawn(&spec) {
-            Ok(spawned) => self.started(name, &spec, spawned, attempt, delay),
+            Ok(spawned) => {
+                // A run's age counts from its spawn, not from the event that began a
+                // batch of them (a boot of 200 services takes a while).
+                self.reread_clock();
+                self.started(name, &spec, spawned, attempt, delay)
+            }
             Err(e) => self.spawn_failed(name, &spec, e, attempt, delay),
         }
     }
@@ -252,6 +257,9 @@ impl Supervisor {
             return;
         }
         self.scan_escapes(true);
+        // The grace counts from this group's signal, not from the event's start (a
+        // shutdown signals every group in one event).
+        self.reread_clock();
         let now = self.now.mono;
         let Some(svc) = self.services.get_mut(name) else {
             return;

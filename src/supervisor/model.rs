@@ -227,7 +227,6 @@ pub struct RunHealth {
 /// What the memory sample and the stop check keep per run.
 #[derive(Debug, Clone, Default)]
 pub struct RunWatch {
-    pub rss: Option<u64>,
     pub growth: Option<GrowthWatch>,
     pub next_sample: Option<Instant>,
     /// Every process of the group was seen stopped since then.

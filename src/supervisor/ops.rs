@@ -157,6 +157,18 @@ impl Supervisor {
                 fixed.push(not_applicable(&name, "is a task: use `paiosctl run`"));
                 continue;
             }
+            if svc.want == Want::Remove {
+                // A reload removed it while its run is still ending: it is not started
+                // again from a file that is gone.
+                fixed.push(OpResult {
+                    name: name.clone(),
+                    ok: false,
+                    state: "removed".into(),
+                    pid: None,
+                    message: format!("`{name}` was removed from the config; it ends with its run"),
+                });
+                continue;
+            }
             // The run that ends first (a restart's, or one already stopping) is not a failure.
             let ending = match &svc.run {
                 Some(run) => restart || !run.is_up(),
@@ -201,10 +213,13 @@ impl Supervisor {
             let Some(svc) = self.services.get_mut(&name) else {
                 continue;
             };
-            svc.want = Want::Down;
-            svc.rest(Hold::None);
-            if svc.run.is_some() {
-                self.begin_stop(&name, StopReason::User);
+            // A removed service is already being stopped, and is forgotten once it is.
+            if svc.want != Want::Remove {
+                svc.want = Want::Down;
+                svc.rest(Hold::None);
+                if svc.run.is_some() {
+                    self.begin_stop(&name, StopReason::User);
+                }
             }
             waits.push((name, WaitFor::Down));
         }

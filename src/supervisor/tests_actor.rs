@@ -37,11 +37,20 @@ struct World {
     signals: Vec<(i32, i32)>,
     /// Groups spawned from now on ignore the stop signal.
     stubborn: bool,
+    /// Groups whose leader has exited (and been reported) while members live on.
+    leaderless: BTreeSet<i32>,
 }
 
 impl World {
     fn end(&mut self, pgid: i32, status: ExitStatus) {
-        if self.groups.remove(&pgid).is_some() {
+        if self.groups.remove(&pgid).is_some() && !self.leaderless.remove(&pgid) {
+            self.ended.push((pgid, status));
+        }
+    }
+
+    /// The leader exits; the rest of its group lives on until it is signalled.
+    fn end_leader_only(&mut self, pgid: i32, status: ExitStatus) {
+        if self.groups.contains_key(&pgid) && self.leaderless.insert(pgid) {
             self.ended.push((pgid, status));
         }
     }
@@ -167,6 +176,7 @@ impl Rig {
             spawns: Vec::new(),
             signals: Vec::new(),
             stubborn: false,
+            leaderless: BTreeSet::new(),
         })));
         let config = crate::config::load(&dirs.config);
         assert!(config.errors.is_empty(), "{:?}", config.errors);
@@ -412,4 +422,80 @@ async fn run_ends_when_its_shutdown_token_is_cancelled() {
     assert!(result.is_ok(), "{result:?}");
     let db = StateDb::open(&dirs.state_db()).expect("state db");
     assert!(db.live_runs().expect("live runs").is_empty());
+}
+
+/// Promise 2: a leader that exits while its group lives on (here a member that ignores
+/// SIGTERM) gets no successor until the group is empty, however long that takes.
+#[tokio::test]
+async fn no_new_run_starts_while_the_old_group_outlives_its_leader() {
+    let toml =
+        "command = [\"/fake/web\"]\n[restart]\npolicy = \"always\"\n[stop]\ngrace = \"2s\"\n";
+    let mut rig = Rig::new(&[]);
+    rig.world.w().stubborn = true;
+    write_service(rig.dir.path(), "web", toml);
+    rig.sup.handle(Event::Reload);
+    let pgid = rig.pid("web");
+    let t0 = rig.world.w().now;
+    rig.world.w().end_leader_only(pgid, ExitStatus::Code(1));
+    rig.sup.handle(Event::Children);
+    assert!(rig.world.w().signals.contains(&(pgid, libc::SIGTERM)));
+    while rig.world.w().groups.contains_key(&pgid) {
+        assert_eq!(rig.spawns().len(), 1, "a new run beside a live group");
+        assert!(rig.step(), "nothing left to wait for");
+        assert!(
+            rig.world.w().now - t0 <= Duration::from_secs(5),
+            "never killed"
+        );
+    }
+    assert!(
+        rig.world.w().now - t0 >= Duration::from_secs(2),
+        "killed before its grace"
+    );
+    assert_eq!(rig.world.w().signals.last(), Some(&(pgid, libc::SIGKILL)));
+    rig.step_until(Duration::from_secs(5), |r| r.spawns().len() == 2);
+    assert_eq!(rig.state("web"), State::Running);
+    assert_ne!(rig.pid("web"), pgid);
+    rig.close();
+}
+
+/// A service a reload removed is forgotten once its run ends, even when a stop or a
+/// start for it arrives while that run is still ending; it is never started again
+/// from the file that is gone.
+#[tokio::test]
+async fn a_removed_service_stays_removed_when_stopped_or_started_while_it_ends() {
+    for request in ["stop", "start", "restart"] {
+        let toml = "command = [\"/fake/old\"]\n[stop]\ngrace = \"1s\"\n";
+        let mut rig = Rig::new(&[]);
+        rig.world.w().stubborn = true;
+        write_service(rig.dir.path(), "old", toml);
+        rig.sup.handle(Event::Reload);
+        let pgid = rig.pid("old");
+        std::fs::remove_file(rig.dir.path().join("config/services.d/old.toml"))
+            .expect("remove the file");
+        rig.sup.handle(Event::Reload);
+        assert_eq!(rig.state("old"), State::Stopping, "{request}");
+        let target = target("old");
+        let mut reply = rig.request(match request {
+            "stop" => Request::Stop { target, wait: true },
+            "start" => Request::Start { target, wait: true },
+            _ => Request::Restart { target, wait: true },
+        });
+        rig.step_until(Duration::from_secs(3), |r| {
+            !r.sup.services.contains_key("old")
+        });
+        assert!(!rig.world.w().groups.contains_key(&pgid), "{request}");
+        assert_eq!(
+            rig.spawns().len(),
+            1,
+            "{request}: started from a removed file"
+        );
+        match reply.try_recv() {
+            Ok(Response::Ok(Reply::Ops { results })) => {
+                assert_eq!(results[0].state, "removed", "{request}: {results:?}");
+                assert_eq!(results[0].ok, request == "stop", "{request}: {results:?}");
+            }
+            other => panic!("{request}: unexpected answer {other:?}"),
+        }
+        rig.close();
+    }
 }

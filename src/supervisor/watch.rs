@@ -218,7 +218,6 @@ impl Supervisor {
         let Some(run) = svc.run.as_mut() else {
             return false;
         };
-        run.watch.rss = Some(rss);
         if let Some(limit) = mem.limit.filter(|limit| rss > *limit) {
             let detail = format!(
                 "group RSS {} over the limit of {}",
