@@ -18,6 +18,7 @@ pub mod health;
 pub mod ledger;
 pub mod lock;
 pub mod logs;
+pub mod mcp;
 pub mod names;
 pub mod policy;
 pub mod process;
