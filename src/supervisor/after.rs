@@ -90,12 +90,8 @@ impl Supervisor {
                 delay,
                 attempt,
             } => {
-                tracing::info!(
-                    service = name,
-                    attempt,
-                    "restarting in {}",
-                    crate::units::format_duration_rounded(delay)
-                );
+                let delay_text = crate::units::format_duration_rounded(delay);
+                tracing::info!(service = name, attempt, "restarting in {delay_text}");
                 svc.restarts.push_back(wall.into());
                 self.hold_backoff(name, until, delay, attempt);
             }
@@ -103,9 +99,7 @@ impl Supervisor {
             Next::TaskDone { reset_attempt } => {
                 svc.want = Want::Down;
                 svc.rest(Hold::None);
-                if reset_attempt {
-                    svc.next_attempt = 0;
-                }
+                svc.next_attempt = if reset_attempt { 0 } else { svc.next_attempt };
             }
             Next::TaskRetry {
                 until,
@@ -119,7 +113,8 @@ impl Supervisor {
                 tracing::info!(
                     service = name,
                     attempt,
-                    "task failed; retrying in {delay:?}"
+                    "task failed; retrying in {}",
+                    crate::units::format_duration_rounded(delay)
                 );
                 self.hold_backoff(name, until, delay, attempt);
             }

@@ -160,13 +160,7 @@ impl Supervisor {
             if svc.want == Want::Remove {
                 // A reload removed it while its run is still ending: it is not started
                 // again from a file that is gone.
-                fixed.push(OpResult {
-                    name: name.clone(),
-                    ok: false,
-                    state: "removed".into(),
-                    pid: None,
-                    message: format!("`{name}` was removed from the config; it ends with its run"),
-                });
+                fixed.push(removed(&name));
                 continue;
             }
             // The run that ends first (a restart's, or one already stopping) is not a failure.
@@ -429,6 +423,17 @@ impl Supervisor {
             pid,
             message,
         }
+    }
+}
+
+/// The answer for a service a reload removed while its run still ends.
+fn removed(name: &str) -> OpResult {
+    OpResult {
+        name: name.to_string(),
+        ok: false,
+        state: "removed".into(),
+        pid: None,
+        message: format!("`{name}` was removed from the config; it ends with its run"),
     }
 }
 

@@ -266,10 +266,11 @@ impl Supervisor {
         };
         if run.stopping.is_none() {
             let timeout = svc.cfg.task.as_ref().map(|t| t.timeout).unwrap_or_default();
+            let timeout = crate::units::format_duration(timeout);
             tracing::warn!(
                 service = name,
                 pgid = run.pgid,
-                "task ran past its timeout of {timeout:?}; stopping its group"
+                "task ran past its timeout of {timeout}; stopping its group"
             );
             self.begin_stop(name, StopReason::Timeout);
         }
