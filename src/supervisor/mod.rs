@@ -18,6 +18,7 @@ mod after;
 mod escape;
 mod gates;
 mod lifecycle;
+mod mcp;
 pub mod model;
 mod ops;
 mod order;
@@ -84,6 +85,8 @@ pub async fn run(
     })?;
     let server = tokio::spawn(control::server::serve(listener, ctl_tx, cancel.clone()));
 
+    let (mcp_tx, mut mcp_rx) = mpsc::channel::<crate::mcp::serve::McpMsg>(256);
+    sup.set_mcp_sender(mcp_tx);
     sup.boot();
     while !sup.done() {
         let deadline = sup.next_deadline();
@@ -93,6 +96,7 @@ pub async fn run(
             Some(()) = reload.recv() => actor::Event::Reload,
             Some(msg) = ctl_rx.recv() => actor::Event::Control(msg),
             Some(ev) = probe_rx.recv() => actor::Event::Probe(ev),
+            Some(msg) = mcp_rx.recv() => actor::Event::Mcp(msg),
             _ = sleep_until(deadline) => actor::Event::Timers,
         };
         sup.handle(event);

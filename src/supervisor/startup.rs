@@ -26,6 +26,7 @@ impl Supervisor {
             }
         }
         self.arm_tasks();
+        self.sync_mcp_sockets();
     }
 
     /// Ends what a previous paiosd left running, before anything starts (promise 3).
