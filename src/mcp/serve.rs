@@ -33,6 +33,8 @@ pub enum McpMsg {
     },
     /// Client `client`'s connection has ended (or its stdin side has: it sent EOF).
     Gone { client: u64 },
+    /// The run of client `client` closed its stdout: it has ended, or can serve no more.
+    ServerDone { client: u64 },
 }
 
 /// The supervisor's answer to a hello.
@@ -216,7 +218,11 @@ async fn connection(mut stream: UnixStream, name: String, to_supervisor: mpsc::S
                     max_line,
                     leftover,
                 };
-                copy(stream, pipes, &end, &close_stdin, client, &to_supervisor).await;
+                let ended = copy(stream, pipes, &end, &close_stdin, client, &to_supervisor).await;
+                if ended == Copied::ServerDone {
+                    let _ = to_supervisor.send(McpMsg::ServerDone { client }).await;
+                    return;
+                }
             }
             let _ = to_supervisor.send(McpMsg::Gone { client }).await;
         }
@@ -295,7 +301,7 @@ async fn copy(
     close_stdin: &CancellationToken,
     client: u64,
     to_supervisor: &mpsc::Sender<McpMsg>,
-) {
+) -> Copied {
     let (stdin, stdout) = match (
         pipe::Sender::from_owned_fd(pipes.stdin),
         pipe::Receiver::from_owned_fd(pipes.stdout),
@@ -303,7 +309,7 @@ async fn copy(
         (Ok(i), Ok(o)) => (i, o),
         (Err(e), _) | (_, Err(e)) => {
             tracing::error!("cannot use the pipes of an MCP run: {e}");
-            return;
+            return Copied::ClientGone;
         }
     };
     let (read_half, mut write_half) = stream.into_split();
@@ -324,12 +330,15 @@ async fn copy(
     };
     tokio::pin!(to_server, to_client);
     tokio::select! {
-        () = end.cancelled() => {}
-        _ = &mut to_client => {}
+        () = end.cancelled() => Copied::ServerDone,
+        copied = &mut to_client => match copied {
+            Ok(_) => Copied::ServerDone,
+            Err(_) => Copied::ClientGone,
+        },
         ended = &mut to_server => {
             if matches!(ended, ToServer::TooLong) {
                 tracing::warn!(client, "an MCP line over {max_line} bytes: connection closed");
-                return;
+                return Copied::ClientGone;
             }
             // The client is done sending: its run is to end, but its last replies
             // still go out until the run has ended.
@@ -338,8 +347,18 @@ async fn copy(
                 () = end.cancelled() => {}
                 _ = &mut to_client => {}
             }
+            Copied::ClientGone
         }
     }
+}
+
+/// Which side ended a copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Copied {
+    /// The client went (or broke the protocol): its run is to be stopped.
+    ClientGone,
+    /// The run closed its stdout, or has ended.
+    ServerDone,
 }
 
 enum ToServer {

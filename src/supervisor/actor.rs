@@ -245,6 +245,7 @@ impl Supervisor {
                 Timer::Start(name) => self.on_backoff_over(&name),
                 Timer::Grace(name, id) => self.on_grace_over(&name, id),
                 Timer::StdinGrace(name, id) => self.on_stdin_grace_over(&name, id),
+                Timer::ServerDone(name, id) => self.on_server_done(&name, id),
                 Timer::Poll(name, id) => self.on_poll(&name, id),
                 Timer::Cooldown(name) => self.on_cooldown_over(&name),
                 Timer::Schedule(name) => self.on_schedule(&name),

@@ -16,10 +16,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::actor::Supervisor;
 use super::model::{Service, State, StopReason, Want};
+use super::timers::Timer;
 use crate::config::{McpTransport, RestartPolicy};
 use crate::control::protocol::{McpClientStatus, McpStatus};
 use crate::mcp::serve::{self, Admit, McpMsg};
 use crate::mcp::Hello;
+
+/// How long a client's run that closed its stdout has to exit by itself before it is
+/// stopped (its exit usually follows within a millisecond).
+const SERVER_EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The actor's MCP state.
 #[derive(Debug, Default)]
@@ -132,6 +137,7 @@ impl Supervisor {
                 }
             }
             McpMsg::Gone { client } => self.client_gone(client),
+            McpMsg::ServerDone { client } => self.server_done(client),
         }
     }
 
@@ -294,6 +300,37 @@ impl Supervisor {
                     client.end.cancel();
                 }
             }
+        }
+    }
+
+    /// A client's run closed its stdout, most often because it is exiting: its exit is
+    /// left a moment to arrive, so that a crash is recorded as one and not as a stop.
+    fn server_done(&mut self, id: u64) {
+        let Some(entry) = self.mcp.clients.get(&id).and_then(|c| c.entry.clone()) else {
+            return;
+        };
+        let Some(run) = self.services.get(&entry).and_then(|s| s.run.as_ref()) else {
+            return;
+        };
+        let at = self.now.mono + SERVER_EXIT_WAIT;
+        self.timers.at(at, Timer::ServerDone(entry, run.id));
+    }
+
+    /// A client's run closed its stdout a while ago and is still up: it can serve its
+    /// client no more, so it is stopped.
+    pub(super) fn on_server_done(&mut self, entry: &str, run_id: u64) {
+        self.reap_all();
+        let up = self
+            .services
+            .get(entry)
+            .and_then(|s| s.run.as_ref())
+            .is_some_and(|r| r.id == run_id && r.is_up());
+        if up {
+            tracing::warn!(
+                service = entry,
+                "closed its stdout but did not exit; stopping it"
+            );
+            self.begin_stop(entry, StopReason::User);
         }
     }
 

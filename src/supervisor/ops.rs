@@ -417,6 +417,9 @@ impl Supervisor {
             .map(|r| r.leader.pid);
         let message = match (wait, ok) {
             (WaitFor::Down, true) => "stopped; no process of its group is left".to_string(),
+            (WaitFor::Up { .. }, true) if svc.is_client_parent() => {
+                "accepting clients: each gets a run of its own".to_string()
+            }
             (WaitFor::Up { .. }, true) => format!("running (pid {})", pid.unwrap_or(0)),
             (_, _) => {
                 let mut m = state.to_string();

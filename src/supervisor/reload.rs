@@ -47,6 +47,16 @@ impl Supervisor {
         for name in to_start {
             self.try_start(&name);
         }
+        // A per-client server disabled by the reload ends its clients' runs too.
+        let unwanted: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(_, s)| s.is_client_parent() && !s.wanted())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in unwanted {
+            self.end_clients_of(&name);
+        }
         self.arm_tasks();
         self.sync_mcp_sockets();
         let detail = format!(

@@ -14,6 +14,8 @@ pub enum Timer {
     Grace(String, u64),
     /// The stdin grace of MCP client run `run_id` is over: send the stop signal.
     StdinGrace(String, u64),
+    /// MCP client run `run_id` closed its stdout: stop it unless it has ended by itself.
+    ServerDone(String, u64),
     /// Check whether the group of run `run_id` is empty yet.
     Poll(String, u64),
     /// The crash-loop cooldown of a failed service is over.

@@ -701,3 +701,43 @@ fn reload_opens_and_closes_sockets_as_mcp_servers_come_and_go() {
     assert!(wait_until(Duration::from_secs(10), || group_gone(run)));
     assert!(c.closed());
 }
+
+#[test]
+fn a_client_run_that_crashes_ends_its_connection_and_is_not_restarted() {
+    let crashy = "shell = \"read line; echo 'going' >&2; exit 3\"\n[mcp]\ntransport = \"stdio\"\n";
+    let missing = "command = [\"/nonexistent/mcp-server\"]\n[mcp]\ntransport = \"stdio\"\n";
+    let d = Daemon::start(&[("crashy", crashy), ("missing", missing)]);
+    let (mut c, welcome) = Conn::hello(&d, "crashy", 111);
+    assert_eq!(welcome["welcome"], "stdio", "{welcome}");
+    let run = wait_runs(&d, "crashy", 1)[0];
+    c.send(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+    assert!(c.closed(), "the connection outlived its run");
+    assert!(wait_until(Duration::from_secs(5), || group_gone(run)));
+    assert!(wait_until(Duration::from_secs(5), || d.row("crashy")
+        ["mcp"]["clients"]
+        == json!([])));
+    let mut record = None;
+    assert!(wait_until(Duration::from_secs(5), || {
+        record = ledger(&d).into_iter().find(|r| r["pid"] == run);
+        record.is_some()
+    }));
+    let record = record.expect("record");
+    assert_eq!(record["outcome"], "crashed", "{record}");
+    assert_eq!(record["exit_code"], 3, "{record}");
+    assert_eq!(record["service"], "crashy", "{record}");
+    // No new run for that client; the server still takes the next one.
+    assert_eq!(d.row("crashy")["state"], "idle");
+    let (_c, welcome) = Conn::hello(&d, "crashy", 112);
+    assert_eq!(welcome["welcome"], "stdio");
+
+    let (_m, refused) = Conn::hello(&d, "missing", 113);
+    assert_eq!(refused["welcome"], "refused", "{refused}");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("could not be started")),
+        "{refused}"
+    );
+    assert_eq!(refused["fix"], "paiosctl logs missing");
+    assert_eq!(d.row("missing")["mcp"]["clients"], json!([]));
+}
