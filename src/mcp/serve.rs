@@ -136,44 +136,15 @@ async fn refuse(mut stream: UnixStream, reason: String, fix: String) {
 }
 
 async fn connection(mut stream: UnixStream, name: String, to_supervisor: mpsc::Sender<McpMsg>) {
-    let me = nix::unistd::geteuid().as_raw();
-    match stream.peer_cred() {
-        Ok(cred) if cred.uid() == me => {}
-        Ok(cred) => {
-            tracing::warn!(
-                service = %name,
-                uid = cred.uid(),
-                "refused an MCP connection from UID {}: only UID {me} may use paiosd's servers",
-                cred.uid()
-            );
-            let reason = format!(
-                "paiosd belongs to UID {me}; UID {} may not use its MCP servers",
-                cred.uid()
-            );
+    if let Err(refusal) = check_peer(&stream, &name) {
+        if let Some(reason) = refusal {
             refuse(stream, reason, "run the MCP client as paiosd's user".into()).await;
-            return;
         }
-        Err(e) => {
-            tracing::warn!(service = %name, "MCP connection without peer credentials: {e}");
-            return;
-        }
+        return;
     }
-    let mut reader = BufReader::new(&mut stream);
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut reader)).await;
-    // Nothing is read past the hello's newline, so nothing is lost with the buffer.
-    let leftover = reader.buffer().to_vec();
-    drop(reader);
-    let hello = match hello {
-        Ok(Ok(hello)) => hello,
-        Ok(Err(why)) => {
-            refuse(stream, why, format!("connect with `paiosctl mcp {name}`")).await;
-            return;
-        }
-        Err(_) => {
-            let why = format!(
-                "no hello within {}",
-                crate::units::format_duration(HELLO_TIMEOUT)
-            );
+    let (hello, leftover) = match greeting(&mut stream).await {
+        Ok(read) => read,
+        Err(why) => {
             refuse(stream, why, format!("connect with `paiosctl mcp {name}`")).await;
             return;
         }
@@ -190,8 +161,8 @@ async fn connection(mut stream: UnixStream, name: String, to_supervisor: mpsc::S
     let Ok(admit) = answer.await else {
         return;
     };
-    match admit {
-        Admit::Refused { reason, fix } => refuse(stream, reason, fix).await,
+    let (client, ended) = match admit {
+        Admit::Refused { reason, fix } => return refuse(stream, reason, fix).await,
         Admit::Http {
             client,
             url,
@@ -201,7 +172,7 @@ async fn connection(mut stream: UnixStream, name: String, to_supervisor: mpsc::S
             if send_welcome(&mut stream, &Welcome::Http { url, max_line }).await {
                 presence(stream, &end).await;
             }
-            let _ = to_supervisor.send(McpMsg::Gone { client }).await;
+            (client, Copied::ClientGone)
         }
         Admit::Stdio {
             client,
@@ -211,6 +182,7 @@ async fn connection(mut stream: UnixStream, name: String, to_supervisor: mpsc::S
             end,
             close_stdin,
         } => {
+            let mut ended = Copied::ClientGone;
             if send_welcome(&mut stream, &Welcome::Stdio { max_line }).await {
                 let pipes = Pipes {
                     stdin,
@@ -218,14 +190,56 @@ async fn connection(mut stream: UnixStream, name: String, to_supervisor: mpsc::S
                     max_line,
                     leftover,
                 };
-                let ended = copy(stream, pipes, &end, &close_stdin, client, &to_supervisor).await;
-                if ended == Copied::ServerDone {
-                    let _ = to_supervisor.send(McpMsg::ServerDone { client }).await;
-                    return;
-                }
+                ended = copy(stream, pipes, &end, &close_stdin, client, &to_supervisor).await;
             }
-            let _ = to_supervisor.send(McpMsg::Gone { client }).await;
+            (client, ended)
         }
+    };
+    let said = match ended {
+        Copied::ClientGone => McpMsg::Gone { client },
+        Copied::ServerDone => McpMsg::ServerDone { client },
+    };
+    let _ = to_supervisor.send(said).await;
+}
+
+/// Only paiosd's own user may connect: `Err(Some(reason))` for another UID (told why),
+/// `Err(None)` when the peer cannot be known (closed without a word).
+fn check_peer(stream: &UnixStream, name: &str) -> Result<(), Option<String>> {
+    let me = nix::unistd::geteuid().as_raw();
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == me => Ok(()),
+        Ok(cred) => {
+            tracing::warn!(
+                service = %name,
+                uid = cred.uid(),
+                "refused an MCP connection from UID {}: only UID {me} may use paiosd's servers",
+                cred.uid()
+            );
+            Err(Some(format!(
+                "paiosd belongs to UID {me}; UID {} may not use its MCP servers",
+                cred.uid()
+            )))
+        }
+        Err(e) => {
+            tracing::warn!(service = %name, "MCP connection without peer credentials: {e}");
+            Err(None)
+        }
+    }
+}
+
+/// The hello, within [`HELLO_TIMEOUT`], and whatever the client sent after it in the
+/// same read (its first JSON-RPC lines, when it did not wait for the welcome).
+async fn greeting(stream: &mut UnixStream) -> Result<(Hello, Vec<u8>), String> {
+    let mut reader = BufReader::new(stream);
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut reader)).await;
+    let leftover = reader.buffer().to_vec();
+    match hello {
+        Ok(Ok(hello)) => Ok((hello, leftover)),
+        Ok(Err(why)) => Err(why),
+        Err(_) => Err(format!(
+            "no hello within {}",
+            crate::units::format_duration(HELLO_TIMEOUT)
+        )),
     }
 }
 

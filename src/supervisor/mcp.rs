@@ -142,42 +142,10 @@ impl Supervisor {
     }
 
     fn admit(&mut self, server: &str, hello: &Hello) -> Admit {
-        let fix = format!("paiosctl start {server}");
-        let refuse = |reason: String| Admit::Refused {
-            reason,
-            fix: fix.clone(),
+        let mcp = match self.admissible(server) {
+            Ok(mcp) => mcp,
+            Err((reason, fix)) => return Admit::Refused { reason, fix },
         };
-        if self.shutting_down {
-            return refuse("paiosd is shutting down".into());
-        }
-        let Some(svc) = self.services.get(server).filter(|s| s.want != Want::Remove) else {
-            return Admit::Refused {
-                reason: format!("no MCP server named `{server}` in paiosd's config"),
-                fix: "paiosctl status".into(),
-            };
-        };
-        let Some(mcp) = svc.cfg.mcp.clone() else {
-            return Admit::Refused {
-                reason: format!("`{server}` is not an MCP server (its file has no [mcp] table)"),
-                fix: "paiosctl status".into(),
-            };
-        };
-        if !svc.wanted() {
-            let reason = if svc.cfg.enabled {
-                format!("{server} is stopped")
-            } else {
-                format!("{server} is disabled (enabled = false in its service file)")
-            };
-            return refuse(reason);
-        }
-        if svc.state() == State::Failed {
-            let (_, detail) = super::status::state_of(svc, self.now.mono);
-            let mut reason = format!("{server} is failed");
-            if let Some(detail) = detail {
-                reason.push_str(&format!(" ({detail})"));
-            }
-            return refuse(reason);
-        }
         let id = self.mcp.next_client;
         self.mcp.next_client += 1;
         let command = hello
@@ -230,6 +198,39 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// The server's `[mcp]` when it takes clients now; else why not and what fixes it.
+    fn admissible(&self, server: &str) -> Result<crate::config::McpConfig, (String, String)> {
+        let fix = format!("paiosctl start {server}");
+        if self.shutting_down {
+            return Err(("paiosd is shutting down".into(), fix));
+        }
+        let Some(svc) = self.services.get(server).filter(|s| s.want != Want::Remove) else {
+            let reason = format!("no MCP server named `{server}` in paiosd's config");
+            return Err((reason, "paiosctl status".into()));
+        };
+        let Some(mcp) = svc.cfg.mcp.clone() else {
+            let reason = format!("`{server}` is not an MCP server (its file has no [mcp] table)");
+            return Err((reason, "paiosctl status".into()));
+        };
+        if !svc.wanted() {
+            let reason = if svc.cfg.enabled {
+                format!("{server} is stopped")
+            } else {
+                format!("{server} is disabled (enabled = false in its service file)")
+            };
+            return Err((reason, fix));
+        }
+        if svc.state() == State::Failed {
+            let (_, detail) = super::status::state_of(svc, self.now.mono);
+            let mut reason = format!("{server} is failed");
+            if let Some(detail) = detail {
+                reason.push_str(&format!(" ({detail})"));
+            }
+            return Err((reason, fix));
+        }
+        Ok(mcp)
     }
 
     /// Starts a run of `server` for one client in the entry `entry`; its pipes, or why not.

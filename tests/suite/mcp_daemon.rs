@@ -453,7 +453,20 @@ fn bad_hellos_get_one_refused_line_and_the_server_serves_others() {
     assert_eq!(a["welcome"], "refused", "{a}");
     let a = refused(b"{\"paios_mcp\":1,\"client_pid\":1,\"extra\":1}\n");
     assert_eq!(a["welcome"], "refused", "{a}");
-    // Half a hello, then silence, then the client goes: no run was ever started.
+    // Half a hello, then silence: refused once the hello's time is up.
+    {
+        let mut c = Conn::open(&d, "echo");
+        c.writer.write_all(b"{\"paios_mcp\":1,").expect("write");
+        let a = c.json();
+        assert!(
+            a["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("no hello within")),
+            "{a}"
+        );
+        assert!(c.line().is_none());
+    }
+    // Half a hello, then the client goes: no run was ever started.
     {
         let mut c = Conn::open(&d, "echo");
         c.writer.write_all(b"{\"paios_mcp\":1,").expect("write");
