@@ -26,6 +26,10 @@ use crate::mcp::Hello;
 /// stopped (its exit usually follows within a millisecond).
 const SERVER_EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// More clients of one server than any editor setup has; beyond it a connection is
+/// refused, so a runaway client cannot start runs without end.
+const MAX_CLIENTS: usize = 256;
+
 /// The actor's MCP state.
 #[derive(Debug, Default)]
 pub struct McpState {
@@ -221,6 +225,16 @@ impl Supervisor {
                 format!("{server} is disabled (enabled = false in its service file)")
             };
             return Err((reason, fix));
+        }
+        let clients = self
+            .mcp
+            .clients
+            .values()
+            .filter(|c| c.server == server)
+            .count();
+        if clients >= MAX_CLIENTS {
+            let reason = format!("{server} has {clients} clients already, the most it takes");
+            return Err((reason, format!("paiosctl status {server}")));
         }
         if svc.state() == State::Failed {
             let (_, detail) = super::status::state_of(svc, self.now.mono);

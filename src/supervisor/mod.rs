@@ -6,7 +6,8 @@
 //! state (`model.rs`), asks `crate::policy` what follows, and performs the effects
 //! through a small seam (`os.rs`) and the `state`, `ledger` and `logs` modules, none
 //! of which it ever waits on for long. No other task mutates service state: the
-//! control server gets snapshots and answers through `ControlMsg`. Timers are
+//! control server gets snapshots and answers through `ControlMsg`; the MCP sockets'
+//! connections ask for their welcome through `McpMsg` (`mcp.rs`). Timers are
 //! deadlines in one ordered set (`timers.rs`), so nothing polls on a fixed tick.
 //!
 //! The caller owns the process's signals: [`run`] takes the shutdown as a token and
