@@ -30,6 +30,7 @@
 //! | `restart.limit.cooldown` | duration | `10m` | wait in `failed` before trying again |
 //! | `stop.signal` | signal name | `SIGTERM` | `SIGTERM`/`TERM`, `INT`, `HUP`, `QUIT`, `KILL`, `USR1`, `USR2`, `ALRM`, `ABRT` |
 //! | `stop.grace` | duration | `10s` | then SIGKILL to the group; `0s` allowed |
+//! | `stop.stdin_grace` | duration | `2s` | `[mcp] transport = "stdio"`: stdin is closed first, then this long to exit |
 //! | `health.http` | string | — | `http://HOST:PORT/PATH`; one of `http` / `tcp` / `exec` |
 //! | `health.tcp` | string | — | `HOST:PORT` |
 //! | `health.exec` | array of strings | — | healthy when it exits 0 |
@@ -44,6 +45,10 @@
 //! | `memory.interval` | duration | `10s` | > 0 |
 //! | `memory.window` | duration | `1h` | ≥ `interval` |
 //! | `logs.*` | | from `paiosd.toml` | per-key override of the global `[logs]` |
+//! | `mcp.transport` | `stdio` \| `http` | — | required in `[mcp]`: marks an MCP server |
+//! | `mcp.url` | string | — | `http://…`; required for `http`, not allowed for `stdio` |
+//! | `mcp.share` | `per-client` \| `shared` | `per-client` for stdio, `shared` for http | stdio cannot be `shared` yet; http is always `shared` |
+//! | `mcp.max_line` | size | `16MiB` | ≥ 1KiB; the cap on one JSON-RPC line |
 //! | `schedule` | cron | — | 5 fields, 6 with seconds first, `@hourly` `@daily` `@weekly` `@monthly` `@yearly` |
 //! | `tz` | IANA name | local time | tasks only |
 //! | `timeout` | duration | `1h` | tasks only; > 0 |
@@ -152,6 +157,62 @@ pub struct ServiceConfig {
     pub task: Option<TaskConfig>,
     /// The global `[logs]` with this file's `[logs]` applied on top.
     pub logs: LogSettings,
+    /// Present when the file has `[mcp]`: this service is an MCP server.
+    pub mcp: Option<McpConfig>,
+}
+
+/// How an MCP server is reached (`[mcp]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpConfig {
+    pub transport: McpTransport,
+    /// The server's Streamable HTTP endpoint, for `transport = "http"`.
+    pub url: Option<String>,
+    pub share: McpShare,
+    /// The cap on one JSON-RPC line, either way.
+    pub max_line: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum McpTransport {
+    /// paiosd holds the server's stdin and stdout.
+    Stdio,
+    /// The server speaks Streamable HTTP at `url` itself.
+    Http,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum McpShare {
+    /// One run of the server per connected client.
+    PerClient,
+    /// One run serves every client.
+    Shared,
+}
+
+impl McpTransport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            McpTransport::Stdio => "stdio",
+            McpTransport::Http => "http",
+        }
+    }
+}
+
+impl McpShare {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            McpShare::PerClient => "per-client",
+            McpShare::Shared => "shared",
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// An MCP server over stdio with a run per client: it has no run of its own.
+    pub fn is_per_client(&self) -> bool {
+        self.mcp
+            .as_ref()
+            .is_some_and(|m| m.transport == McpTransport::Stdio && m.share == McpShare::PerClient)
+    }
 }
 
 impl ServiceConfig {
@@ -201,6 +262,9 @@ pub struct StopConfig {
     /// Signal number (e.g. `libc::SIGTERM`).
     pub signal: i32,
     pub grace: Duration,
+    /// For an MCP server over stdio: how long it has to exit once its stdin is closed,
+    /// before the stop signal.
+    pub stdin_grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -669,6 +733,13 @@ pub fn summary_at(svc: &ServiceConfig, now: DateTime<Utc>) -> String {
             Probe::Exec { argv } => format!("exec:{}", show_argv(argv)),
         };
         extra.push(format!("health={probe}"));
+    }
+    if let Some(mcp) = &svc.mcp {
+        let mut word = format!("mcp={}/{}", mcp.transport.as_str(), mcp.share.as_str());
+        if let Some(url) = &mcp.url {
+            word.push_str(&format!(" url={url}"));
+        }
+        extra.push(word);
     }
     if let Some(limit) = svc.memory.and_then(|m| m.limit) {
         extra.push(format!("memory<={}", crate::units::format_size(limit)));

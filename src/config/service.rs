@@ -13,8 +13,9 @@ use super::expand::EnvLookup;
 use super::reader::{Ctx, Field, Section};
 use super::schedule;
 use super::{
-    probe, BackoffConfig, ConfigError, HealthConfig, LimitConfig, LogSettings, MemoryConfig,
-    OnFailure, Probe, RestartConfig, RestartPolicy, ServiceConfig, StopConfig, TaskConfig,
+    probe, BackoffConfig, ConfigError, HealthConfig, LimitConfig, LogSettings, McpConfig, McpShare,
+    McpTransport, MemoryConfig, OnFailure, Probe, RestartConfig, RestartPolicy, ServiceConfig,
+    StopConfig, TaskConfig,
 };
 use crate::process;
 
@@ -66,7 +67,8 @@ pub(crate) fn parse(
 fn misplaced_key(key: &str) -> Option<String> {
     let section = match key {
         "policy" | "backoff" | "reset_after" => "restart",
-        "signal" | "grace" => "stop",
+        "signal" | "grace" | "stdin_grace" => "stop",
+        "transport" | "url" | "share" | "max_line" => "mcp",
         "http" | "tcp" | "exec" | "interval" | "failures" | "start_period" | "on_failure"
         | "expect_status" => "health",
         "growth_alert" => "memory",
@@ -144,6 +146,17 @@ fn read_root(
         Some(f) => f.section().map(|s| read_logs(&s, global_logs)),
         None => Some(global_logs),
     };
+    let mcp = match root.get("mcp") {
+        Some(f) if is_task => {
+            f.error_help(
+                "a task cannot be an MCP server: a task runs to completion",
+                "remove `schedule` to make it a service, or remove [mcp]",
+            );
+            None
+        }
+        Some(f) => f.section().and_then(|s| read_mcp(&s)).map(Some),
+        None => Some(None),
+    };
 
     Some(Parsed {
         svc: ServiceConfig {
@@ -160,6 +173,7 @@ fn read_root(
             memory,
             task: task?,
             logs: logs?,
+            mcp: mcp?,
         },
         after_at,
     })
@@ -348,6 +362,7 @@ pub(crate) fn default_stop() -> StopConfig {
     StopConfig {
         signal: libc::SIGTERM,
         grace: std::time::Duration::from_secs(10),
+        stdin_grace: std::time::Duration::from_secs(2),
     }
 }
 
@@ -504,7 +519,101 @@ fn read_stop(s: &Section<'_>) -> Option<StopConfig> {
             None => ok = false,
         }
     }
+    if let Some(f) = s.get("stdin_grace") {
+        match f.duration(false, "\"2s\"") {
+            Some(d) => cfg.stdin_grace = d,
+            None => ok = false,
+        }
+    }
     s.finish(&|_| None);
+    ok.then_some(cfg)
+}
+
+/// `[mcp]`: the transport decides which of the other keys apply and their defaults.
+fn read_mcp(s: &Section<'_>) -> Option<McpConfig> {
+    let mut ok = true;
+    let transport = match s.get("transport") {
+        Some(f) => f.choice(&[("stdio", McpTransport::Stdio), ("http", McpTransport::Http)]),
+        None => {
+            s.error(
+                "transport",
+                "an [mcp] table needs `transport`: \"stdio\" or \"http\"",
+                Some(
+                    "e.g. transport = \"stdio\" for a server spoken to on stdin and stdout".into(),
+                ),
+            );
+            None
+        }
+    };
+    let url = match (s.get("url"), transport) {
+        (Some(f), Some(McpTransport::Stdio)) => {
+            f.error_help(
+                "`url` is only for transport = \"http\": a stdio server is spoken to on its stdin and stdout",
+                "remove `url`, or set transport = \"http\"",
+            );
+            ok = false;
+            None
+        }
+        (Some(f), _) => match f.str("\"http://127.0.0.1:3001/mcp\"") {
+            Some(url) => match probe::parse_http_url(url) {
+                Ok(_) => Some(url.to_string()),
+                Err(e) => {
+                    f.error(e);
+                    ok = false;
+                    None
+                }
+            },
+            None => {
+                ok = false;
+                None
+            }
+        },
+        (None, Some(McpTransport::Http)) => {
+            s.error(
+                "url",
+                "transport = \"http\" needs `url`: where the server speaks Streamable HTTP",
+                Some("e.g. url = \"http://127.0.0.1:3001/mcp\"".into()),
+            );
+            ok = false;
+            None
+        }
+        (None, _) => None,
+    };
+    let share = match (s.get("share"), transport) {
+        (Some(f), transport) => match f.choice(&[
+            ("per-client", McpShare::PerClient),
+            ("shared", McpShare::Shared),
+        ]) {
+            Some(McpShare::Shared) if transport == Some(McpTransport::Stdio) => {
+                f.error_help(
+                    "share = \"shared\" is not supported for a stdio server yet: paiosd cannot multiplex one server's stdin and stdout between clients",
+                    "use share = \"per-client\" (one run of the server per client)",
+                );
+                None
+            }
+            Some(McpShare::PerClient) if transport == Some(McpTransport::Http) => {
+                f.error_help(
+                    "share = \"per-client\" does not apply to an http server: its one run serves every client at its URL",
+                    "remove `share` (an http server is always \"shared\"), or use transport = \"stdio\"",
+                );
+                None
+            }
+            other => other,
+        },
+        (None, Some(McpTransport::Http)) => Some(McpShare::Shared),
+        (None, _) => Some(McpShare::PerClient),
+    };
+    let max_line = match s.get("max_line") {
+        Some(f) => f.size(1 << 10, "\"16MiB\""),
+        None => Some(crate::mcp::DEFAULT_MAX_LINE),
+    };
+    s.finish(&|_| None);
+    let cfg = McpConfig {
+        transport: transport?,
+        url,
+        share: share?,
+        max_line: max_line?,
+    };
     ok.then_some(cfg)
 }
 

@@ -315,6 +315,32 @@ pub struct ServiceStatus {
     /// failed or stalled (0 from a paiosd that does not report it).
     #[serde(default)]
     pub log_dropped: u64,
+    /// For an MCP server: how it is reached and who is connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpStatus>,
+}
+
+/// An MCP server's transport, share mode and connected clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct McpStatus {
+    /// `stdio` or `http`.
+    pub transport: String,
+    /// `per-client` or `shared`.
+    pub share: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub clients: Vec<McpClientStatus>,
+}
+
+/// One connected MCP client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct McpClientStatus {
+    /// The client's PID, as its bridge gave it.
+    pub pid: i32,
+    /// Its command name, as given or read from the process table.
+    pub command: Option<String>,
+    /// The leader of the client's own run of the server (per-client servers).
+    pub run_pid: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

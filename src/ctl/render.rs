@@ -73,11 +73,38 @@ fn detail(s: &ServiceStatus) -> Option<String> {
         1 => "1 log line dropped".to_string(),
         n => format!("{n} log lines dropped"),
     });
-    match (&s.detail, dropped) {
-        (Some(d), Some(x)) => Some(format!("{d}; {x}")),
-        (Some(d), None) => Some(d.clone()),
-        (None, x) => x,
+    let parts: Vec<String> = [s.detail.clone(), s.mcp.as_ref().map(mcp_detail), dropped]
+        .into_iter()
+        .flatten()
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// `mcp stdio per-client, 2 clients: 812 claude (run 901), 840 codex (run 944)`.
+fn mcp_detail(m: &crate::control::protocol::McpStatus) -> String {
+    let count = match m.clients.len() {
+        1 => "1 client".to_string(),
+        n => format!("{n} clients"),
+    };
+    let mut out = format!("mcp {} {}, {count}", m.transport, m.share);
+    let clients: Vec<String> = m
+        .clients
+        .iter()
+        .map(|c| {
+            let mut one = c.pid.to_string();
+            if let Some(command) = &c.command {
+                one.push_str(&format!(" {command}"));
+            }
+            if let Some(run) = c.run_pid {
+                one.push_str(&format!(" (run {run})"));
+            }
+            one
+        })
+        .collect();
+    if !clients.is_empty() {
+        out.push_str(&format!(": {}", clients.join(", ")));
     }
+    out
 }
 
 /// The `paiosctl status` table. The NEXT RUN column appears when a task is listed and
@@ -263,6 +290,7 @@ mod tests {
             detail: None,
             enabled: true,
             log_dropped: 0,
+            mcp: None,
         }
     }
 

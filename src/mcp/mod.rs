@@ -10,6 +10,8 @@
 //! open while the client is connected, so paiosd can count the client, and the bridge
 //! learns from its end that paiosd has gone.
 
+pub mod serve;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};

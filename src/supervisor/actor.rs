@@ -24,6 +24,7 @@ use crate::dirs::Dirs;
 use crate::health::ProbeEvent;
 use crate::ledger::{EventRecord, Ledger, Record};
 use crate::logs::Logs;
+use crate::mcp::serve::McpMsg;
 use crate::process::ExitStatus;
 use crate::state::StateDb;
 
@@ -39,6 +40,8 @@ pub enum Event {
     Timers,
     Control(ControlMsg),
     Probe(ProbeEvent),
+    /// A bridge on an MCP socket.
+    Mcp(McpMsg),
     /// Stop every service, then end.
     Shutdown(&'static str),
     /// Re-read the config (SIGHUP).
@@ -82,6 +85,8 @@ pub struct Supervisor {
     pub(super) rss_cache: RssCache,
     /// Why the state database could not be trusted at start-up (its records are lost).
     pub(super) state_problem: Option<String>,
+    /// The MCP sockets, their clients, and where their connections write.
+    pub(super) mcp: super::mcp::McpState,
 }
 
 /// What the actor is made from; `run` opens the real ones, tests temporary ones.
@@ -135,6 +140,7 @@ impl Supervisor {
             sample_clock: SampleClock::default(),
             rss_cache: RssCache::default(),
             state_problem: None,
+            mcp: super::mcp::McpState::default(),
         }
     }
 
@@ -174,6 +180,7 @@ impl Supervisor {
         for tail in std::mem::take(&mut self.tails) {
             let _ = tokio::time::timeout_at(tails_deadline, tail).await;
         }
+        self.end_all_clients();
         if let Err(e) = self.state_db.mark_clean_stop() {
             tracing::error!("cannot record the clean stop in the state database: {e}");
         }
@@ -202,6 +209,7 @@ impl Supervisor {
             Event::Timers => self.on_timers(),
             Event::Control(msg) => self.on_control(msg),
             Event::Probe(ev) => self.on_probe(ev),
+            Event::Mcp(msg) => self.on_mcp(msg),
             Event::Shutdown(why) => self.begin_shutdown(why),
             Event::Reload => {
                 if let Err(errors) = self.reload() {
@@ -236,6 +244,8 @@ impl Supervisor {
             match timer {
                 Timer::Start(name) => self.on_backoff_over(&name),
                 Timer::Grace(name, id) => self.on_grace_over(&name, id),
+                Timer::StdinGrace(name, id) => self.on_stdin_grace_over(&name, id),
+                Timer::ServerDone(name, id) => self.on_server_done(&name, id),
                 Timer::Poll(name, id) => self.on_poll(&name, id),
                 Timer::Cooldown(name) => self.on_cooldown_over(&name),
                 Timer::Schedule(name) => self.on_schedule(&name),
@@ -284,6 +294,7 @@ impl Supervisor {
             tracing::info!("{why}: stopping every service");
         }
         self.shutting_down = true;
+        self.close_mcp_sockets();
         for svc in self.services.values_mut() {
             if svc.want != Want::Remove {
                 svc.want = Want::Down;

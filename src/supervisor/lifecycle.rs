@@ -30,6 +30,13 @@ impl Supervisor {
         if svc.run.is_some() || self.shutting_down {
             return;
         }
+        if svc.is_client_parent() {
+            // Its runs are its clients': each starts when a client connects.
+            if let Some(svc) = self.services.get_mut(name) {
+                svc.rest(Hold::None);
+            }
+            return;
+        }
         let missing: Vec<String> = svc
             .cfg
             .after
@@ -63,7 +70,12 @@ impl Supervisor {
         let attempt = svc.next_attempt;
         let delay = svc.next_delay.take();
         svc.hold = Hold::None;
-        match self.os.spawn(&spec) {
+        let spawned = if svc.client.is_some() {
+            self.os.spawn_with_input(&spec)
+        } else {
+            self.os.spawn(&spec)
+        };
+        match spawned {
             Ok(spawned) => {
                 // A run's age counts from its spawn, not from the event that began a
                 // batch of them (a boot of 200 services takes a while).
@@ -105,8 +117,22 @@ impl Supervisor {
             );
         }
         self.leaders.insert(spawned.leader.pid, name.to_string());
+        // A client's run writes its stdout to the client; only stderr goes to the log.
+        let stdout = match spawned.stdin {
+            Some(stdin) => match closed_pipe() {
+                Ok(empty) => {
+                    svc.pipes = Some((stdin, spawned.stdout));
+                    empty
+                }
+                Err(e) => {
+                    tracing::error!(service = name, "cannot make a pipe for the log: {e}");
+                    spawned.stdout
+                }
+            },
+            None => spawned.stdout,
+        };
         self.logs
-            .attach(name, id, svc.cfg.logs, spawned.stdout, spawned.stderr);
+            .attach(&svc.cfg.name, id, svc.cfg.logs, stdout, spawned.stderr);
         let (pid, command) = (spawned.leader.pid, spec.argv.join(" "));
         tracing::info!(service = name, pid, attempt, "started {command}");
         svc.run = Some(Run::new(
@@ -151,7 +177,7 @@ impl Supervisor {
             pid: 0,
         });
         let record = RunRecord {
-            service: name.to_string(),
+            service: svc.cfg.name.clone(),
             kind: kind_of(svc).to_string(),
             outcome: Outcome::SpawnFailed.to_string(),
             pid: None,
@@ -279,6 +305,42 @@ impl Supervisor {
             killed: false,
         });
         run.polls = 0;
+        if let Some(stdin) = run.stdin.take() {
+            // A stdio MCP server's stop begins by closing its stdin: most end by
+            // themselves then, and the stop signal waits `stdin_grace` for that.
+            stdin.cancel();
+            let id = run.id;
+            self.timers.at(
+                now + svc.cfg.stop.stdin_grace,
+                Timer::StdinGrace(name.to_string(), id),
+            );
+            self.schedule_poll(name);
+            return;
+        }
+        self.signal_stop(name);
+    }
+
+    /// The stdin grace of a client run is over: on with the stop signal.
+    pub(super) fn on_stdin_grace_over(&mut self, name: &str, run_id: u64) {
+        let same = self
+            .services
+            .get(name)
+            .and_then(|s| s.run.as_ref())
+            .is_some_and(|r| r.id == run_id && r.stopping.is_some());
+        if same {
+            self.scan_escapes(true);
+            self.reread_clock();
+            self.signal_stop(name);
+        }
+    }
+
+    /// SIGCONT, the stop signal, and SIGKILL after `grace` to a stopping run's group.
+    fn signal_stop(&mut self, name: &str) {
+        let now = self.now.mono;
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        let Some(run) = svc.run.as_mut() else { return };
         let (pgid, id) = (run.pgid, run.id);
         // SIGCONT first so that a stopped group sees the stop signal.
         let _ = self.os.signal_group(pgid, libc::SIGCONT);
@@ -401,8 +463,20 @@ impl Supervisor {
             pid: run.leader.pid,
         });
         let kind = kind_of(svc);
-        let record = run_record(name, kind, &run, outcome, status, exit_wall, uptime);
+        let record = run_record(
+            &svc.cfg.name,
+            kind,
+            &run,
+            outcome,
+            status,
+            exit_wall,
+            uptime,
+        );
+        let client = svc.client;
         self.record_run(record, run.id, outcome);
+        if let Some(client) = client {
+            self.client_run_ended(client);
+        }
         let ended = Ended {
             exit_at,
             uptime,
@@ -470,4 +544,14 @@ fn run_record(
         delay_ms: run.delay.map(duration_ms),
         context: run.hung_context.clone(),
     }
+}
+
+/// The read end of a pipe whose write end is already closed: a stream that has ended.
+fn closed_pipe() -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    use std::os::fd::AsRawFd;
+    let (read, write) = nix::unistd::pipe()?;
+    drop(write);
+    fcntl(read.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    Ok(read)
 }

@@ -6,7 +6,8 @@
 //! state (`model.rs`), asks `crate::policy` what follows, and performs the effects
 //! through a small seam (`os.rs`) and the `state`, `ledger` and `logs` modules, none
 //! of which it ever waits on for long. No other task mutates service state: the
-//! control server gets snapshots and answers through `ControlMsg`. Timers are
+//! control server gets snapshots and answers through `ControlMsg`; the MCP sockets'
+//! connections ask for their welcome through `McpMsg` (`mcp.rs`). Timers are
 //! deadlines in one ordered set (`timers.rs`), so nothing polls on a fixed tick.
 //!
 //! The caller owns the process's signals: [`run`] takes the shutdown as a token and
@@ -18,6 +19,7 @@ mod after;
 mod escape;
 mod gates;
 mod lifecycle;
+mod mcp;
 pub mod model;
 mod ops;
 mod order;
@@ -84,6 +86,8 @@ pub async fn run(
     })?;
     let server = tokio::spawn(control::server::serve(listener, ctl_tx, cancel.clone()));
 
+    let (mcp_tx, mut mcp_rx) = mpsc::channel::<crate::mcp::serve::McpMsg>(256);
+    sup.set_mcp_sender(mcp_tx);
     sup.boot();
     while !sup.done() {
         let deadline = sup.next_deadline();
@@ -93,6 +97,7 @@ pub async fn run(
             Some(()) = reload.recv() => actor::Event::Reload,
             Some(msg) = ctl_rx.recv() => actor::Event::Control(msg),
             Some(ev) = probe_rx.recv() => actor::Event::Probe(ev),
+            Some(msg) = mcp_rx.recv() => actor::Event::Mcp(msg),
             _ = sleep_until(deadline) => actor::Event::Timers,
         };
         sup.handle(event);

@@ -177,6 +177,8 @@ pub struct Run {
     pub hung_context: Option<String>,
     /// Processes that left the group (`setsid`): ended with the run.
     pub escapees: Vec<Escaped>,
+    /// An MCP client's run: cancelled to close its stdin, the first step of its stop.
+    pub stdin: Option<CancellationToken>,
 }
 
 impl Run {
@@ -204,6 +206,7 @@ impl Run {
             watch: RunWatch::default(),
             hung_context: None,
             escapees: Vec::new(),
+            stdin: None,
         }
     }
 
@@ -316,6 +319,11 @@ pub struct Service {
     pub next_delay: Option<Duration>,
     /// Tasks only: the schedule and the last time handled.
     pub clock: Option<TaskClock>,
+    /// The MCP client this service entry runs for: a run of a per-client server, kept
+    /// as an entry of its own that is forgotten when the run ends.
+    pub client: Option<u64>,
+    /// A client run's stdin and stdout, from its spawn until the connection takes them.
+    pub pipes: Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
 }
 
 impl Service {
@@ -336,7 +344,14 @@ impl Service {
             next_attempt: 0,
             next_delay: None,
             clock: None,
+            client: None,
+            pipes: None,
         }
+    }
+
+    /// A per-client MCP server itself: it has no run, its clients' entries do.
+    pub fn is_client_parent(&self) -> bool {
+        self.client.is_none() && self.cfg.is_per_client()
     }
 
     pub fn state(&self) -> State {
@@ -382,11 +397,17 @@ impl Service {
 
     /// Up and not being stopped: what `after` waits for and `start --wait` reports.
     pub fn is_up(&self) -> bool {
+        if self.is_client_parent() {
+            return self.wanted();
+        }
         self.run.as_ref().is_some_and(Run::is_up)
     }
 
     /// Up, and healthy once if it has a probe: what `after` and `start --wait` wait for.
     pub fn is_ready(&self) -> bool {
+        if self.is_client_parent() {
+            return self.wanted();
+        }
         self.run
             .as_ref()
             .is_some_and(|r| r.is_up() && r.health.as_ref().is_none_or(|h| h.ready))

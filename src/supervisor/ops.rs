@@ -87,13 +87,18 @@ impl Supervisor {
     /// Checks names against the services, with a suggestion for an unknown one.
     pub(super) fn resolve(&self, names: &[String], all: bool) -> Result<Vec<String>, Response> {
         if all {
-            return Ok(self.services.keys().cloned().collect());
+            return Ok(self
+                .services
+                .iter()
+                .filter(|(_, s)| s.client.is_none())
+                .map(|(n, _)| n.clone())
+                .collect());
         }
         for name in names {
-            if !self.services.contains_key(name) {
+            if self.services.get(name).is_none_or(|s| s.client.is_some()) {
                 let mut message = format!("no service named `{name}`");
                 if let Some(close) =
-                    crate::names::closest(name, self.services.keys().map(String::as_str))
+                    crate::names::closest(name, self.service_names().map(String::as_str))
                 {
                     message.push_str(&format!(" (did you mean `{close}`?)"));
                 }
@@ -214,6 +219,7 @@ impl Supervisor {
                 if svc.run.is_some() {
                     self.begin_stop(&name, StopReason::User);
                 }
+                self.end_clients_of(&name);
             }
             waits.push((name, WaitFor::Down));
         }
@@ -302,7 +308,8 @@ impl Supervisor {
             return Some(matches!(wait, WaitFor::Down));
         };
         match wait {
-            WaitFor::Down => svc.run.is_none().then_some(true),
+            WaitFor::Down => (svc.run.is_none() && !self.has_client_runs(name)).then_some(true),
+            WaitFor::Up { .. } if svc.is_client_parent() => Some(svc.is_up()),
             WaitFor::Up { marker } => {
                 if svc.is_up() {
                     let settled = match svc.run.as_ref().and_then(|r| r.health.as_ref()) {
@@ -404,6 +411,9 @@ impl Supervisor {
             .map(|r| r.leader.pid);
         let message = match (wait, ok) {
             (WaitFor::Down, true) => "stopped; no process of its group is left".to_string(),
+            (WaitFor::Up { .. }, true) if svc.is_client_parent() => {
+                "accepting clients: each gets a run of its own".to_string()
+            }
             (WaitFor::Up { .. }, true) => format!("running (pid {})", pid.unwrap_or(0)),
             (_, _) => {
                 let mut m = state.to_string();

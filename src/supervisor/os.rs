@@ -24,6 +24,13 @@ pub trait Os: Send {
     /// Sleeps on the thread; only for the last millisecond or two before a task's slot.
     fn sleep(&mut self, d: Duration);
     fn spawn(&mut self, spec: &SpawnSpec) -> io::Result<Spawned>;
+    /// Like `spawn`, with stdin a pipe whose write end is returned (an MCP client's run).
+    fn spawn_with_input(&mut self, spec: &SpawnSpec) -> io::Result<Spawned> {
+        let _ = spec;
+        Err(io::Error::other(
+            "this Os cannot start a run with its stdin as a pipe",
+        ))
+    }
     fn signal_group(&mut self, pgid: i32, signal: i32) -> io::Result<()>;
     /// Signals one process (an escapee that does not lead a group of its own).
     fn signal_process(&mut self, pid: i32, signal: i32) -> io::Result<()>;
@@ -64,6 +71,10 @@ impl Os for RealOs {
 
     fn spawn(&mut self, spec: &SpawnSpec) -> io::Result<Spawned> {
         process::spawn(spec)
+    }
+
+    fn spawn_with_input(&mut self, spec: &SpawnSpec) -> io::Result<Spawned> {
+        process::spawn_with_input(spec)
     }
 
     fn signal_group(&mut self, pgid: i32, signal: i32) -> io::Result<()> {

@@ -30,9 +30,9 @@ impl Supervisor {
         let new: BTreeMap<String, ServiceConfig> = config.services;
         let removed: Vec<String> = self
             .services
-            .keys()
-            .filter(|n| !new.contains_key(*n))
-            .cloned()
+            .iter()
+            .filter(|(n, s)| s.client.is_none() && !new.contains_key(*n))
+            .map(|(n, _)| n.clone())
             .collect();
         for name in removed {
             self.remove_service(&name);
@@ -47,7 +47,18 @@ impl Supervisor {
         for name in to_start {
             self.try_start(&name);
         }
+        // A per-client server disabled by the reload ends its clients' runs too.
+        let unwanted: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(_, s)| s.is_client_parent() && !s.wanted())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in unwanted {
+            self.end_clients_of(&name);
+        }
         self.arm_tasks();
+        self.sync_mcp_sockets();
         let detail = format!(
             "added [{}] removed [{}] restarted [{}]",
             report.added.join(", "),
@@ -66,6 +77,10 @@ impl Supervisor {
         };
         svc.want = Want::Remove;
         svc.rest(Hold::None);
+        self.end_clients_of(name);
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
         if svc.run.is_some() {
             self.begin_stop(name, StopReason::Removed);
         } else {

@@ -26,6 +26,7 @@ impl Supervisor {
             }
         }
         self.arm_tasks();
+        self.sync_mcp_sockets();
     }
 
     /// Ends what a previous paiosd left running, before anything starts (promise 3).
@@ -67,7 +68,9 @@ impl Supervisor {
                 "{detail}; the run of pid {} started {}",
                 s.run.pid, s.run.started_at
             );
-            self.record_event(&s.run.service, "service", event, Some(detail));
+            // A client's run (`NAME#CLIENT`) is recorded under its server's name.
+            let service = s.run.service.split('#').next().unwrap_or(&s.run.service);
+            self.record_event(service, "service", event, Some(detail));
         }
     }
 

@@ -29,6 +29,20 @@ impl Supervisor {
             let mut row = status_row(name, svc, now, &rss);
             row.restarts_24h = restarts_24h;
             row.log_dropped = self.logs.dropped(name);
+            row.mcp = self.mcp_status(name);
+            let parent_up = self
+                .services
+                .get(name)
+                .is_some_and(|s| s.is_client_parent() && s.wanted());
+            if let (true, Some(mcp)) = (parent_up, &row.mcp) {
+                // A per-client server runs only for its clients.
+                row.state = if mcp.clients.is_empty() {
+                    "idle"
+                } else {
+                    "running"
+                }
+                .to_string();
+            }
             rows.push(row);
         }
         rows
@@ -76,6 +90,7 @@ fn status_row(name: &str, svc: &Service, now: Instant, rss: &HashMap<i32, u64>) 
         detail,
         enabled: svc.cfg.enabled,
         log_dropped: 0,
+        mcp: None,
     }
 }
 

@@ -102,6 +102,13 @@ impl Os for FakeOs {
         })
     }
 
+    fn spawn_with_input(&mut self, spec: &SpawnSpec) -> io::Result<Spawned> {
+        let mut spawned = self.spawn(spec)?;
+        let (_read, write) = nix::unistd::pipe()?;
+        spawned.stdin = Some(write);
+        Ok(spawned)
+    }
+
     fn signal_group(&mut self, pgid: i32, signal: i32) -> io::Result<()> {
         let mut w = self.w();
         w.signals.push((pgid, signal));
@@ -498,4 +505,94 @@ async fn a_removed_service_stays_removed_when_stopped_or_started_while_it_ends()
         }
         rig.close();
     }
+}
+
+const PER_CLIENT: &str = "command = [\"/fake/mcp\"]\n[mcp]\ntransport = \"stdio\"\n\
+    [stop]\nstdin_grace = \"2s\"\ngrace = \"5s\"\n";
+
+/// A bridge says hello to `server`; the actor's answer.
+fn hello(rig: &mut Rig, server: &str, pid: i32) -> crate::mcp::serve::Admit {
+    let (reply, mut rx) = oneshot::channel();
+    let hello = crate::mcp::Hello {
+        paios_mcp: crate::mcp::PROTOCOL_VERSION,
+        client_pid: pid,
+        client_command: Some("editor".into()),
+    };
+    rig.sup.handle(Event::Mcp(crate::mcp::serve::McpMsg::Hello {
+        service: server.to_string(),
+        hello,
+        reply,
+    }));
+    rx.try_recv().expect("answered at once")
+}
+
+#[tokio::test]
+async fn a_client_run_is_stopped_stdin_first_then_by_signal_after_stdin_grace() {
+    use crate::mcp::serve::{Admit, McpMsg};
+    let mut rig = Rig::new(&[("mcp", PER_CLIENT)]);
+    // A per-client server starts nothing of its own.
+    assert!(rig.spawns().is_empty());
+    assert!(rig.sup.services["mcp"].is_up());
+    rig.world.w().stubborn = true;
+    let Admit::Stdio {
+        client,
+        close_stdin,
+        end,
+        ..
+    } = hello(&mut rig, "mcp", 42)
+    else {
+        panic!("not admitted");
+    };
+    assert_eq!(rig.spawns().len(), 1);
+    let entry = format!("mcp#{client}");
+    let pid = rig.pid(&entry);
+    let t0 = rig.world.w().now;
+    rig.sup.handle(Event::Mcp(McpMsg::Gone { client }));
+    // Stdin is closed first; no signal yet.
+    assert!(close_stdin.is_cancelled());
+    assert!(rig.world.w().signals.is_empty());
+    assert_eq!(rig.state(&entry), State::Stopping);
+    rig.step_until(Duration::from_secs(3), |r| !r.world.w().signals.is_empty());
+    assert_eq!(rig.world.w().now - t0, Duration::from_secs(2));
+    assert_eq!(
+        rig.world.w().signals,
+        vec![(pid, libc::SIGCONT), (pid, libc::SIGTERM)]
+    );
+    // It ignores SIGTERM: SIGKILL after the grace, then the entry is gone.
+    rig.step_until(Duration::from_secs(10), |r| {
+        !r.sup.services.contains_key(&entry)
+    });
+    assert_eq!(rig.world.w().now - t0, Duration::from_secs(7));
+    assert_eq!(rig.world.w().signals.last(), Some(&(pid, libc::SIGKILL)));
+    assert!(end.is_cancelled(), "the connection outlived its run");
+    assert!(rig.sup.mcp_status("mcp").expect("mcp").clients.is_empty());
+    rig.close();
+}
+
+#[tokio::test]
+async fn a_client_run_that_exits_on_stdin_eof_needs_no_signal() {
+    use crate::mcp::serve::{Admit, McpMsg};
+    let mut rig = Rig::new(&[("mcp", PER_CLIENT)]);
+    let Admit::Stdio { client, .. } = hello(&mut rig, "mcp", 42) else {
+        panic!("not admitted");
+    };
+    let entry = format!("mcp#{client}");
+    rig.sup.handle(Event::Mcp(McpMsg::Gone { client }));
+    rig.exit(&entry, 0);
+    assert!(!rig.sup.services.contains_key(&entry));
+    assert!(rig.world.w().signals.is_empty());
+    // No restart for that client, and no run of the server's own.
+    assert_eq!(rig.spawns().len(), 1);
+    // A stopped server refuses with the fix.
+    let rx = rig.request(Request::Stop {
+        target: target("mcp"),
+        wait: true,
+    });
+    drop(rx);
+    let Admit::Refused { reason, fix } = hello(&mut rig, "mcp", 43) else {
+        panic!("a stopped server admitted a client");
+    };
+    assert!(reason.contains("mcp is stopped"), "{reason}");
+    assert_eq!(fix, "paiosctl start mcp");
+    rig.close();
 }

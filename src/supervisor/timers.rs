@@ -12,6 +12,10 @@ pub enum Timer {
     Start(String),
     /// The stop grace of run `run_id` is over: SIGKILL its group if it is still there.
     Grace(String, u64),
+    /// The stdin grace of MCP client run `run_id` is over: send the stop signal.
+    StdinGrace(String, u64),
+    /// MCP client run `run_id` closed its stdout: stop it unless it has ended by itself.
+    ServerDone(String, u64),
     /// Check whether the group of run `run_id` is empty yet.
     Poll(String, u64),
     /// The crash-loop cooldown of a failed service is over.

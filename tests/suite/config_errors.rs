@@ -413,6 +413,78 @@ fn stop_keys() {
 }
 
 #[test]
+fn mcp_keys() {
+    let c = "command = [\"x\"]\n";
+    let cases: Vec<(String, &str, &str)> = vec![
+        (format!("{c}‸[mcp]\nshare = \"per-client\""), "mcp.transport", "needs `transport`"),
+        (format!("{c}[mcp]\ntransport = ‸\"sse\""), "mcp.transport", "\"stdio\""),
+        (format!("{c}[mcp]\ntransport = ‸1"), "mcp.transport", "expected a string"),
+        (format!("{c}‸[mcp]\ntransport = \"http\""), "mcp.url", "needs `url`"),
+        (
+            format!("{c}[mcp]\ntransport = \"http\"\nurl = ‸\"https://h:1/mcp\""),
+            "mcp.url",
+            "http://",
+        ),
+        (
+            format!("{c}[mcp]\ntransport = \"stdio\"\nurl = ‸\"http://127.0.0.1:1/mcp\""),
+            "mcp.url",
+            "only for transport = \"http\"",
+        ),
+        (
+            format!("{c}[mcp]\ntransport = \"stdio\"\nshare = ‸\"shared\""),
+            "mcp.share",
+            "use share = \"per-client\"",
+        ),
+        (
+            format!("{c}[mcp]\ntransport = \"stdio\"\nshare = ‸\"shared\""),
+            "mcp.share",
+            "not supported for a stdio server yet",
+        ),
+        (
+            format!(
+                "{c}[mcp]\ntransport = \"http\"\nurl = \"http://127.0.0.1:1/mcp\"\nshare = ‸\"per-client\""
+            ),
+            "mcp.share",
+            "serves every client",
+        ),
+        (
+            format!("{c}[mcp]\ntransport = \"stdio\"\nshare = ‸\"each\""),
+            "mcp.share",
+            "\"per-client\"",
+        ),
+        (
+            format!("{c}[mcp]\ntransport = \"stdio\"\nmax_line = ‸\"12\""),
+            "mcp.max_line",
+            "",
+        ),
+        (
+            format!("{c}[mcp]\ntransport = \"stdio\"\nmax_line = ‸100"),
+            "mcp.max_line",
+            "at least 1KiB",
+        ),
+        (
+            format!("{c}[mcp]\ntransport = \"stdio\"\n‸transprot = \"stdio\""),
+            "mcp.transprot",
+            "did you mean `transport`?",
+        ),
+        (format!("{c}‸transport = \"stdio\""), "transport", "[mcp]"),
+        (format!("{c}mcp = ‸\"stdio\""), "mcp", "expected a table"),
+        (
+            "schedule = \"@daily\"\ncommand = [\"x\"]\n‸[mcp]\ntransport = \"stdio\"".to_string(),
+            "mcp",
+            "a task cannot be an MCP server",
+        ),
+        (format!("{c}[stop]\nstdin_grace = ‸\"2\""), "stop.stdin_grace", "no unit"),
+        (format!("{c}‸stdin_grace = \"2s\""), "stdin_grace", "[stop]"),
+    ];
+    let cases: Vec<Case> = cases
+        .into_iter()
+        .map(|(t, k, f)| (&*Box::leak(t.into_boxed_str()), k, f))
+        .collect();
+    check_service_cases(&cases);
+}
+
+#[test]
 fn health_keys() {
     check_service_cases(&[
         (

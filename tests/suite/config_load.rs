@@ -55,6 +55,8 @@ fn a_minimal_service_gets_every_default() {
     assert_eq!(r.limit.cooldown, Duration::from_secs(600));
     assert_eq!(svc.stop.signal, libc::SIGTERM);
     assert_eq!(svc.stop.grace, Duration::from_secs(10));
+    assert_eq!(svc.stop.stdin_grace, Duration::from_secs(2));
+    assert_eq!(svc.mcp, None);
     assert_eq!(svc.health, None);
     assert_eq!(svc.memory, None);
     assert_eq!(svc.task, None);
@@ -308,4 +310,30 @@ fn next_runs_of_a_task() {
     assert!(next_runs(&broken, at("2026-01-01T00:00:00Z"), 1)
         .unwrap_err()
         .contains("Mars/Olympus"));
+}
+
+#[test]
+fn mcp_tables_get_their_transport_defaults() {
+    use paios::config::{McpShare, McpTransport};
+    let svc = one("command = [\"s\"]\n[mcp]\ntransport = \"stdio\"");
+    let mcp = svc.mcp.clone().unwrap();
+    assert_eq!(mcp.transport, McpTransport::Stdio);
+    assert_eq!(mcp.share, McpShare::PerClient);
+    assert_eq!(mcp.url, None);
+    assert_eq!(mcp.max_line, paios::mcp::DEFAULT_MAX_LINE);
+    assert!(svc.is_per_client());
+
+    let svc = one(
+        "command = [\"s\"]\n[mcp]\ntransport = \"http\"\nurl = \"http://127.0.0.1:3001/mcp\"\nmax_line = \"1MiB\"\n[stop]\nstdin_grace = \"500ms\"",
+    );
+    let mcp = svc.mcp.clone().unwrap();
+    assert_eq!(mcp.transport, McpTransport::Http);
+    assert_eq!(mcp.share, McpShare::Shared);
+    assert_eq!(mcp.url.as_deref(), Some("http://127.0.0.1:3001/mcp"));
+    assert_eq!(mcp.max_line, 1 << 20);
+    assert_eq!(svc.stop.stdin_grace, Duration::from_millis(500));
+    assert!(!svc.is_per_client());
+
+    let svc = one("command = [\"s\"]\n[mcp]\ntransport = \"stdio\"\nshare = \"per-client\"");
+    assert!(svc.is_per_client());
 }

@@ -60,6 +60,20 @@ fn reference_deployment_loads_without_errors() {
         ]
     );
     assert_shell_lines_parse(&config);
+    // The MCP servers listen on their ports: clients reach them at their URLs.
+    for (name, port) in [
+        ("kb", 3001),
+        ("observability", 3002),
+        ("macos-system", 3003),
+        ("google-workspace", 3004),
+    ] {
+        let mcp = config.services[name].mcp.as_ref().unwrap();
+        assert_eq!(mcp.transport, paios::config::McpTransport::Http, "{name}");
+        assert_eq!(
+            mcp.url.as_deref(),
+            Some(format!("http://127.0.0.1:{port}/mcp").as_str())
+        );
+    }
 
     let kb = &config.services["kb"];
     assert_eq!(
@@ -127,7 +141,14 @@ fn demo_config_loads_without_errors() {
     let names: Vec<&str> = config.services.keys().map(String::as_str).collect();
     assert_eq!(
         names,
-        ["crasher", "forker", "gateway", "heartbeat", "stubborn"]
+        [
+            "crasher",
+            "forker",
+            "gateway",
+            "heartbeat",
+            "mcp-echo",
+            "stubborn"
+        ]
     );
     assert_shell_lines_parse(&config);
     assert_eq!(config.global.storm.crashes, 3);
@@ -147,6 +168,11 @@ fn demo_config_loads_without_errors() {
     }
     // The demo needs nothing but sh and python3.
     for svc in config.services.values() {
-        assert_eq!(svc.argv[0], "/bin/sh", "{}", svc.name);
+        assert!(
+            ["/bin/sh", "/usr/bin/python3"].contains(&svc.argv[0].as_str()),
+            "{}",
+            svc.name
+        );
     }
+    assert!(config.services["mcp-echo"].is_per_client());
 }

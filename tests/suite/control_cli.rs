@@ -280,6 +280,7 @@ fn row(name: &str, kind: &str, state: &str) -> ServiceStatus {
         detail: None,
         enabled: true,
         log_dropped: 0,
+        mcp: None,
     }
 }
 

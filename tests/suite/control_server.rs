@@ -140,6 +140,7 @@ fn fake_service(i: usize) -> ServiceStatus {
         detail: None,
         enabled: true,
         log_dropped: 0,
+        mcp: None,
     }
 }
 

@@ -1,0 +1,429 @@
+//! paiosd's side of the MCP sockets: one listener per MCP server at
+//! `<state>/mcp/NAME.sock`, and one task per connection that checks the peer, reads
+//! the hello and asks the supervisor for a welcome. After a stdio welcome it copies
+//! lines between the socket and the run's stdin and stdout; after an http welcome it
+//! holds the connection open as the client's presence. None of it runs in the actor,
+//! so a slow or silent client only ever stalls its own run.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::pipe;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{Hello, Welcome, MAX_HELLO_BYTES, PROTOCOL_VERSION};
+
+/// How long a connection may take to send its hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the connections tell the supervisor.
+#[derive(Debug)]
+pub enum McpMsg {
+    /// A bridge said hello to server `service`; the answer goes to `reply`.
+    Hello {
+        service: String,
+        hello: Hello,
+        reply: oneshot::Sender<Admit>,
+    },
+    /// Client `client`'s connection has ended (or its stdin side has: it sent EOF).
+    Gone { client: u64 },
+    /// The run of client `client` closed its stdout: it has ended, or can serve no more.
+    ServerDone { client: u64 },
+}
+
+/// The supervisor's answer to a hello.
+#[derive(Debug)]
+pub enum Admit {
+    Refused {
+        reason: String,
+        fix: String,
+    },
+    /// The server speaks HTTP at `url`: the connection is the client's presence.
+    Http {
+        client: u64,
+        url: String,
+        max_line: u64,
+        /// Cancelled when the supervisor ends the client (the server stopped, shutdown).
+        end: CancellationToken,
+    },
+    /// A run was started for this client: `stdin` and `stdout` are its pipes.
+    Stdio {
+        client: u64,
+        max_line: u64,
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        /// Cancelled when the run has ended: the connection is closed.
+        end: CancellationToken,
+        /// Cancelled when the run is being stopped: its stdin is closed first.
+        close_stdin: CancellationToken,
+    },
+}
+
+/// Creates `<state>/mcp` (0700) and binds `NAME.sock` in it (0600); the listener serves
+/// until `cancel`, and the socket file is removed when it stops.
+pub fn listen(
+    state: &Path,
+    name: &str,
+    to_supervisor: mpsc::Sender<McpMsg>,
+    cancel: CancellationToken,
+) -> io::Result<()> {
+    let dir = super::socket_dir(state);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let path = super::socket_path(state, name);
+    let listener = crate::control::server::bind(&path)?;
+    tokio::spawn(accept_loop(
+        listener,
+        path,
+        name.to_string(),
+        to_supervisor,
+        cancel,
+    ));
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: UnixListener,
+    path: PathBuf,
+    name: String,
+    to_supervisor: mpsc::Sender<McpMsg>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream, name.clone(), to_supervisor.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(service = %name, "MCP socket accept failed: {e}");
+                // Out of descriptors, most likely: give the others a moment to close.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Writes one welcome line; a client that does not take it in time is dropped.
+async fn send_welcome(stream: &mut UnixStream, welcome: &Welcome) -> bool {
+    let Ok(mut line) = serde_json::to_vec(welcome) else {
+        return false;
+    };
+    line.push(b'\n');
+    matches!(
+        tokio::time::timeout(HELLO_TIMEOUT, stream.write_all(&line)).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn refuse(mut stream: UnixStream, reason: String, fix: String) {
+    let _ = send_welcome(&mut stream, &Welcome::Refused { reason, fix }).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn connection(mut stream: UnixStream, name: String, to_supervisor: mpsc::Sender<McpMsg>) {
+    if let Err(refusal) = check_peer(&stream, &name) {
+        if let Some(reason) = refusal {
+            refuse(stream, reason, "run the MCP client as paiosd's user".into()).await;
+        }
+        return;
+    }
+    let (hello, leftover) = match greeting(&mut stream).await {
+        Ok(read) => read,
+        Err(why) => {
+            refuse(stream, why, format!("connect with `paiosctl mcp {name}`")).await;
+            return;
+        }
+    };
+    let (reply, answer) = oneshot::channel();
+    let asked = McpMsg::Hello {
+        service: name.clone(),
+        hello,
+        reply,
+    };
+    if to_supervisor.send(asked).await.is_err() {
+        return;
+    }
+    let Ok(admit) = answer.await else {
+        return;
+    };
+    let (client, ended) = match admit {
+        Admit::Refused { reason, fix } => return refuse(stream, reason, fix).await,
+        Admit::Http {
+            client,
+            url,
+            max_line,
+            end,
+        } => {
+            if send_welcome(&mut stream, &Welcome::Http { url, max_line }).await {
+                presence(stream, &end).await;
+            }
+            (client, Copied::ClientGone)
+        }
+        Admit::Stdio {
+            client,
+            max_line,
+            stdin,
+            stdout,
+            end,
+            close_stdin,
+        } => {
+            let mut ended = Copied::ClientGone;
+            if send_welcome(&mut stream, &Welcome::Stdio { max_line }).await {
+                let pipes = Pipes {
+                    stdin,
+                    stdout,
+                    max_line,
+                    leftover,
+                };
+                ended = copy(stream, pipes, &end, &close_stdin, client, &to_supervisor).await;
+            }
+            (client, ended)
+        }
+    };
+    let said = match ended {
+        Copied::ClientGone => McpMsg::Gone { client },
+        Copied::ServerDone => McpMsg::ServerDone { client },
+    };
+    let _ = to_supervisor.send(said).await;
+}
+
+/// Only paiosd's own user may connect: `Err(Some(reason))` for another UID (told why),
+/// `Err(None)` when the peer cannot be known (closed without a word).
+fn check_peer(stream: &UnixStream, name: &str) -> Result<(), Option<String>> {
+    let me = nix::unistd::geteuid().as_raw();
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == me => Ok(()),
+        Ok(cred) => {
+            tracing::warn!(
+                service = %name,
+                uid = cred.uid(),
+                "refused an MCP connection from UID {}: only UID {me} may use paiosd's servers",
+                cred.uid()
+            );
+            Err(Some(format!(
+                "paiosd belongs to UID {me}; UID {} may not use its MCP servers",
+                cred.uid()
+            )))
+        }
+        Err(e) => {
+            tracing::warn!(service = %name, "MCP connection without peer credentials: {e}");
+            Err(None)
+        }
+    }
+}
+
+/// The hello, within [`HELLO_TIMEOUT`], and whatever the client sent after it in the
+/// same read (its first JSON-RPC lines, when it did not wait for the welcome).
+async fn greeting(stream: &mut UnixStream) -> Result<(Hello, Vec<u8>), String> {
+    let mut reader = BufReader::new(stream);
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut reader)).await;
+    let leftover = reader.buffer().to_vec();
+    match hello {
+        Ok(Ok(hello)) => Ok((hello, leftover)),
+        Ok(Err(why)) => Err(why),
+        Err(_) => Err(format!(
+            "no hello within {}",
+            crate::units::format_duration(HELLO_TIMEOUT)
+        )),
+    }
+}
+
+/// Reads the hello line: at most [`MAX_HELLO_BYTES`], then one [`Hello`] of this version.
+async fn read_hello<R: AsyncBufRead + Unpin>(reader: &mut R) -> Result<Hello, String> {
+    let mut line = Vec::new();
+    loop {
+        let buf = reader
+            .fill_buf()
+            .await
+            .map_err(|e| format!("cannot read the hello: {e}"))?;
+        if buf.is_empty() {
+            return Err("the connection closed before its hello line".into());
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if line.len() + take > MAX_HELLO_BYTES + 1 {
+            return Err(format!(
+                "the hello line is longer than {MAX_HELLO_BYTES} bytes"
+            ));
+        }
+        line.extend_from_slice(&buf[..take]);
+        reader.consume(take);
+        if done {
+            break;
+        }
+    }
+    let hello: Hello = serde_json::from_slice(&line)
+        .map_err(|e| format!("the hello line is not a paiosd MCP hello: {e}"))?;
+    if hello.paios_mcp != PROTOCOL_VERSION {
+        return Err(format!(
+            "hello version {} is not {PROTOCOL_VERSION}, the version this paiosd speaks",
+            hello.paios_mcp
+        ));
+    }
+    Ok(hello)
+}
+
+/// An http client's connection: open until the client closes it or `end`. Whatever it
+/// sends is read and dropped.
+async fn presence(stream: UnixStream, end: &CancellationToken) {
+    let mut stream = stream;
+    let mut sink = [0u8; 512];
+    loop {
+        tokio::select! {
+            () = end.cancelled() => return,
+            read = stream.read(&mut sink) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
+struct Pipes {
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+    max_line: u64,
+    /// What the socket sent after the hello in the same read.
+    leftover: Vec<u8>,
+}
+
+/// Copies client lines to the run's stdin and the run's stdout to the client, until the
+/// run's stdout ends, the client goes, or the supervisor ends the client. Client EOF
+/// closes the run's stdin at once (and the supervisor hears of it) while the server's
+/// last replies still reach the client.
+async fn copy(
+    stream: UnixStream,
+    pipes: Pipes,
+    end: &CancellationToken,
+    close_stdin: &CancellationToken,
+    client: u64,
+    to_supervisor: &mpsc::Sender<McpMsg>,
+) -> Copied {
+    let (stdin, stdout) = match (
+        pipe::Sender::from_owned_fd(pipes.stdin),
+        pipe::Receiver::from_owned_fd(pipes.stdout),
+    ) {
+        (Ok(i), Ok(o)) => (i, o),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!("cannot use the pipes of an MCP run: {e}");
+            return Copied::ClientGone;
+        }
+    };
+    let (read_half, mut write_half) = stream.into_split();
+    let mut from_client = BufReader::new(std::io::Cursor::new(pipes.leftover).chain(read_half));
+    let max_line = usize::try_from(pipes.max_line).unwrap_or(usize::MAX);
+    let to_server = async {
+        let mut stdin = stdin;
+        let ended = tokio::select! {
+            ended = lines_to(&mut from_client, &mut stdin, max_line) => ended,
+            () = close_stdin.cancelled() => ToServer::Closed,
+        };
+        drop(stdin);
+        ended
+    };
+    let to_client = async {
+        let mut stdout = stdout;
+        tokio::io::copy(&mut stdout, &mut write_half).await
+    };
+    tokio::pin!(to_server, to_client);
+    tokio::select! {
+        () = end.cancelled() => Copied::ServerDone,
+        copied = &mut to_client => match copied {
+            Ok(_) => Copied::ServerDone,
+            Err(_) => Copied::ClientGone,
+        },
+        ended = &mut to_server => {
+            if matches!(ended, ToServer::TooLong) {
+                tracing::warn!(client, "an MCP line over {max_line} bytes: connection closed");
+                return Copied::ClientGone;
+            }
+            // The client is done sending: its run is to end, but its last replies
+            // still go out until the run has ended.
+            let _ = to_supervisor.send(McpMsg::Gone { client }).await;
+            tokio::select! {
+                () = end.cancelled() => {}
+                _ = &mut to_client => {}
+            }
+            Copied::ClientGone
+        }
+    }
+}
+
+/// Which side ended a copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Copied {
+    /// The client went (or broke the protocol): its run is to be stopped.
+    ClientGone,
+    /// The run closed its stdout, or has ended.
+    ServerDone,
+}
+
+enum ToServer {
+    /// The client sent EOF, or the connection failed.
+    Eof,
+    /// A line over the cap.
+    TooLong,
+    /// The run's stdin could not be written (it has gone) or was closed.
+    Closed,
+}
+
+/// Copies whole lines: a line is held until its newline (never beyond `max`) and
+/// written in one piece, so no part of an oversized line reaches the server.
+async fn lines_to<R: AsyncBufRead + Unpin>(
+    from: &mut R,
+    to: &mut pipe::Sender,
+    max: usize,
+) -> ToServer {
+    let mut line: Vec<u8> = Vec::new();
+    loop {
+        let buf = match from.fill_buf().await {
+            Ok([]) | Err(_) => return ToServer::Eof,
+            Ok(buf) => buf,
+        };
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        let body = line.len() + take - usize::from(done);
+        if body > max {
+            return ToServer::TooLong;
+        }
+        if done && line.is_empty() {
+            // The common case: the whole line is in the buffer; no copy.
+            let result = to.write_all(&buf[..take]).await;
+            from.consume(take);
+            if result.is_err() {
+                return ToServer::Closed;
+            }
+            continue;
+        }
+        line.extend_from_slice(&buf[..take]);
+        from.consume(take);
+        if done {
+            if to.write_all(&line).await.is_err() {
+                return ToServer::Closed;
+            }
+            line.clear();
+            if line.capacity() > 1 << 20 {
+                line.shrink_to(64 << 10);
+            }
+        }
+    }
+}
