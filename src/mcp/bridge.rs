@@ -156,7 +156,12 @@ fn connect(
         .take(MAX_WELCOME_BYTES)
         .read_until(b'\n', &mut welcome);
     match read {
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
             return Err(format!(
                 "paiosd did not answer on {} within {}: check it with `paiosctl doctor`",
                 socket.display(),
@@ -173,7 +178,10 @@ fn connect(
         Ok(_) => {}
     }
     let welcome: Welcome = serde_json::from_slice(&welcome).map_err(|e| {
-        format!("paiosd's welcome on {} is unreadable ({e}); {VERSION_HINT}", socket.display())
+        format!(
+            "paiosd's welcome on {} is unreadable ({e}); {VERSION_HINT}",
+            socket.display()
+        )
     })?;
     timeouts(reader.get_ref(), None)?;
     Ok((reader, welcome))
@@ -388,7 +396,9 @@ fn decide(
     let mut drain_until: Option<Instant> = None;
     loop {
         let wait = drain_until.map_or(PARENT_POLL, |until| {
-            until.saturating_duration_since(Instant::now()).min(PARENT_POLL)
+            until
+                .saturating_duration_since(Instant::now())
+                .min(PARENT_POLL)
         });
         match events.recv_timeout(wait) {
             Ok(Event::StdinEof) => {

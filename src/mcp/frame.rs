@@ -168,7 +168,10 @@ mod tests {
     use super::*;
     use std::io::{BufReader, Cursor};
 
-    fn frames(input: &[u8], cap: usize, buffer: usize) -> Vec<Result<Vec<u8>, (u64, Vec<u8>)>> {
+    /// A line, or an over-long line's length and kept end.
+    type Read = Result<Vec<u8>, (u64, Vec<u8>)>;
+
+    fn frames(input: &[u8], cap: usize, buffer: usize) -> Vec<Read> {
         let reader = BufReader::with_capacity(buffer, Cursor::new(input.to_vec()));
         let mut framer = Framer::new(reader, cap);
         let mut out = Vec::new();
@@ -184,7 +187,7 @@ mod tests {
     #[test]
     fn lines_split_on_newline_and_drop_one_cr() {
         let got = frames(b"a\nbb\r\n\r\nc\r\r\nlast", 100, 3);
-        let want: Vec<Result<Vec<u8>, (u64, Vec<u8>)>> = vec![
+        let want: Vec<Read> = vec![
             Ok(b"a".to_vec()),
             Ok(b"bb".to_vec()),
             Ok(b"".to_vec()),

@@ -28,8 +28,8 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, Notify};
 
 use super::bridge::{
-    answer_all, parent_gone, refuse, too_long, write_line, InFlight, DRAIN, EXIT_FAILED,
-    EXIT_OK, EXIT_PARENT_GONE,
+    answer_all, parent_gone, refuse, too_long, write_line, InFlight, DRAIN, EXIT_FAILED, EXIT_OK,
+    EXIT_PARENT_GONE,
 };
 use super::frame::{Frame, Framer};
 use super::jsonrpc::{error_line, lenient_id, peek, Message, INVALID_REQUEST, UNAVAILABLE};
@@ -263,7 +263,11 @@ async fn post_message(session: &Arc<Session>, message: Outgoing) -> bool {
     true
 }
 
-fn request(session: &Session, method: Method, accept: &'static str) -> hyper::http::request::Builder {
+fn request(
+    session: &Session,
+    method: Method,
+    accept: &'static str,
+) -> hyper::http::request::Builder {
     let mut builder = Request::builder()
         .method(method)
         .uri(session.uri.clone())
@@ -286,13 +290,22 @@ async fn exchange(
     requests: Vec<Value>,
     initialize: Option<Value>,
 ) -> bool {
-    let sent = request(&session, Method::POST, "application/json, text/event-stream")
-        .header(CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)));
+    let sent = request(
+        &session,
+        Method::POST,
+        "application/json, text/event-stream",
+    )
+    .header(CONTENT_TYPE, "application/json")
+    .body(Full::new(Bytes::from(body)));
     let response = match sent {
         Ok(req) => session.client.request(req).await,
         Err(e) => {
-            unanswered(&session, &requests, &format!("cannot build the request: {e}")).await;
+            unanswered(
+                &session,
+                &requests,
+                &format!("cannot build the request: {e}"),
+            )
+            .await;
             return false;
         }
     };
@@ -305,10 +318,7 @@ async fn exchange(
         }
     };
     if let Some(id) = response.headers().get(SESSION_ID) {
-        *session
-            .session_id
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+        *session.session_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
     }
     let status = response.status();
     if status == StatusCode::ACCEPTED {
@@ -379,7 +389,10 @@ async fn http_error(session: &Session, status: StatusCode, response: Response<In
     } else {
         ""
     };
-    let mut why = format!("the MCP server at {} answered HTTP {status}{hint}", session.url);
+    let mut why = format!(
+        "the MCP server at {} answered HTTP {status}{hint}",
+        session.url
+    );
     if !quoted.is_empty() {
         why.push_str(": ");
         why.push_str(quoted);
@@ -401,7 +414,9 @@ async fn read_json(
             if data.len() + chunk.len() <= session.cap {
                 data.extend_from_slice(&chunk);
             } else {
-                let room = super::frame::HEAD_KEEP.saturating_sub(data.len()).min(chunk.len());
+                let room = super::frame::HEAD_KEEP
+                    .saturating_sub(data.len())
+                    .min(chunk.len());
                 data.extend_from_slice(&chunk[..room]);
             }
         }
@@ -438,10 +453,11 @@ async fn read_events(
 
 /// The GET stream of messages the server sends unasked, while it lasts.
 async fn listen(session: Arc<Session>) {
-    let req = match request(&session, Method::GET, "text/event-stream").body(Full::new(Bytes::new())) {
-        Ok(req) => req,
-        Err(_) => return,
-    };
+    let req =
+        match request(&session, Method::GET, "text/event-stream").body(Full::new(Bytes::new())) {
+            Ok(req) => req,
+            Err(_) => return,
+        };
     let response = match session.client.request(req).await {
         Ok(response) => response,
         Err(e) => {
@@ -472,7 +488,9 @@ async fn end_session(session: &Session) {
     {
         return;
     }
-    if let Ok(req) = request(session, Method::DELETE, "application/json").body(Full::new(Bytes::new())) {
+    if let Ok(req) =
+        request(session, Method::DELETE, "application/json").body(Full::new(Bytes::new()))
+    {
         let _ = session.client.request(req).await;
     }
 }
@@ -488,7 +506,9 @@ async fn deliver(session: &Session, mut data: Vec<u8>, initialize: Option<&Value
     let shape = match peek(&data) {
         Ok(shape) => shape,
         Err(bad) => {
-            eprintln!("paiosctl mcp: dropped a message from the server that is not JSON-RPC: {bad:?}");
+            eprintln!(
+                "paiosctl mcp: dropped a message from the server that is not JSON-RPC: {bad:?}"
+            );
             return;
         }
     };

@@ -395,8 +395,14 @@ mod tests {
     fn bad_lines_are_named() {
         assert_eq!(peek(b"\xff\xfe{}"), Err(Bad::NotUtf8));
         assert!(matches!(peek(b"hello"), Err(Bad::NotJson(_))));
-        assert!(matches!(peek(br#"{"id":1,"method":"a""#), Err(Bad::NotJson(_))));
-        assert!(matches!(peek(br#"{"id":1} trailing"#), Err(Bad::NotJson(_))));
+        assert!(matches!(
+            peek(br#"{"id":1,"method":"a""#),
+            Err(Bad::NotJson(_))
+        ));
+        assert!(matches!(
+            peek(br#"{"id":1} trailing"#),
+            Err(Bad::NotJson(_))
+        ));
         assert_eq!(peek(b"42"), Err(Bad::NotMessage));
         assert_eq!(peek(br#"[1,2]"#), Err(Bad::NotMessage));
         let reply: Value = serde_json::from_slice(&Bad::NotUtf8.reply()).expect("json");
@@ -417,7 +423,10 @@ mod tests {
     #[test]
     fn an_id_is_found_at_the_start_of_a_cut_line() {
         let cases: [(&str, Option<Value>); 8] = [
-            (r#"{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"#, Some(json!(12))),
+            (
+                r#"{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"#,
+                Some(json!(12)),
+            ),
             (r#" { "id" : "a\"b" , "method""#, Some(json!("a\"b"))),
             (
                 r#"{"method":"x","params":{"id":5,"s":"}"},"id":-3,"#,
@@ -445,7 +454,11 @@ mod tests {
             (r#"zzzz"#, None),
         ];
         for (tail, want) in cases {
-            assert_eq!(lenient_id(b"{\"params\":{\"s\":\"", tail.as_bytes()), want, "{tail}");
+            assert_eq!(
+                lenient_id(b"{\"params\":{\"s\":\"", tail.as_bytes()),
+                want,
+                "{tail}"
+            );
         }
     }
 }

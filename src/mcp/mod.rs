@@ -94,7 +94,10 @@ mod tests {
             line,
             r#"{"welcome":"refused","reason":"kb is failed","fix":"paiosctl start kb"}"#
         );
-        assert_eq!(serde_json::from_str::<Welcome>(&line).expect("read"), refused);
+        assert_eq!(
+            serde_json::from_str::<Welcome>(&line).expect("read"),
+            refused
+        );
     }
 
     #[test]

@@ -178,10 +178,21 @@ mod tests {
     #[test]
     fn events_end_at_a_blank_line_in_every_line_ending() {
         let got = parse(
-            &[b"event: message\ndata: {\"a\":1}\n\n", b"data:{\"b\":2}\r\n\r\n", b"data: {\"c\":3}\r\r"],
+            &[
+                b"event: message\ndata: {\"a\":1}\n\n",
+                b"data:{\"b\":2}\r\n\r\n",
+                b"data: {\"c\":3}\r\r",
+            ],
             1000,
         );
-        assert_eq!(got, vec![message(r#"{"a":1}"#), message(r#"{"b":2}"#), message(r#"{"c":3}"#)]);
+        assert_eq!(
+            got,
+            vec![
+                message(r#"{"a":1}"#),
+                message(r#"{"b":2}"#),
+                message(r#"{"c":3}"#)
+            ]
+        );
     }
 
     #[test]
