@@ -445,7 +445,8 @@ fn the_bridge_exits_when_its_parent_is_killed() {
     let peer = Peer::start(&dirs.state, "kb", stdio_welcome(1 << 20));
     let pid_file = dirs.file("bridge.pid");
     // The shell is the bridge's parent, as an editor would be; its stdin reaches the
-    // bridge through fd 3 (a background job's own stdin would be /dev/null).
+    // bridge through fd 3 (a background job's own stdin would be /dev/null). Its stdout
+    // is a pipe nobody reads, so the bridge is stuck writing when its parent dies.
     let mut shell = Command::new("/bin/sh")
         .arg("-c")
         .arg(r#"exec 3<&0; "$@" <&3 3<&- & echo $! > "$PIDS"; wait"#)
@@ -455,7 +456,7 @@ fn the_bridge_exits_when_its_parent_is_killed() {
         .args(["mcp", "kb"])
         .env("PIDS", &pid_file)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("start the shell");
@@ -470,6 +471,20 @@ fn the_bridge_exits_when_its_parent_is_killed() {
         .write_all(&request(json!(1), "tools/call"))
         .expect("write");
     assert_eq!(conn.json()["id"], json!(1), "a request is in flight");
+    let mut flood = conn.writer.try_clone().expect("clone");
+    let flooding = std::thread::spawn(move || {
+        let note = format!(
+            "{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{{\"data\":\"{}\"}}}}\n",
+            "z".repeat(64 * 1024)
+        );
+        // Ends when the bridge is gone and the socket breaks.
+        while flood.write_all(note.as_bytes()).is_ok() {}
+    });
+    // The bridge is stuck on its full stdout once the socket backs up behind it.
+    assert!(
+        wait_until(READ, || socket_backlog(&conn.writer) > 64 * 1024),
+        "the flood never backed up"
+    );
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(shell.id() as i32),
@@ -483,7 +498,21 @@ fn the_bridge_exits_when_its_parent_is_killed() {
         "the bridge {bridge} outlived its parent by {:?}",
         killed.elapsed()
     );
-    assert!(conn.closed(), "its connection closed with it");
+    flooding.join().expect("flood");
+    drop(stdin);
+}
+
+/// Bytes written to `stream` and not yet read by the other end (`SIOCOUTQ`).
+fn socket_backlog(stream: &UnixStream) -> i32 {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int into `queued`, which outlives the call.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    if rc == 0 {
+        queued
+    } else {
+        0
+    }
 }
 
 fn read_pid(path: &PathBuf) -> i32 {
@@ -528,4 +557,196 @@ fn the_bridge_exits_when_its_stdout_is_closed() {
     drop(stdin);
     assert!(exited, "the bridge kept running with its stdout closed");
     assert!(conn.closed(), "its connection closed with it");
+}
+
+/// The reference server `@modelcontextprotocol/server-everything`, installed by
+/// `.ci/run` under `target/mcp-peers`, in Streamable HTTP mode on a free loopback port.
+struct Everything {
+    url: String,
+    _guard: GroupGuard,
+    child: Child,
+}
+
+impl Everything {
+    fn start() -> Option<Everything> {
+        let node = crate::common::needs(
+            "node",
+            Command::new("node")
+                .arg("--version")
+                .output()
+                .map_err(|e| e.to_string())
+                .and_then(|o| {
+                    o.status
+                        .success()
+                        .then_some(())
+                        .ok_or("node --version failed".into())
+                }),
+        );
+        node?;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "target/mcp-peers/node_modules/@modelcontextprotocol/server-everything/dist/index.js",
+        );
+        let script = crate::common::needs(
+            "the npm package @modelcontextprotocol/server-everything",
+            if script.is_file() {
+                Ok(script)
+            } else {
+                Err(format!(
+                    "{} is missing (`.ci/run` installs it)",
+                    script.display()
+                ))
+            },
+        )?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        use std::os::unix::process::CommandExt;
+        let child = Command::new("node")
+            .arg(&script)
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start server-everything");
+        let mut guard = GroupGuard::new();
+        guard.group(child.id() as i32);
+        let listening = wait_until(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(listening, "server-everything did not listen on port {port}");
+        Some(Everything {
+            url: format!("http://127.0.0.1:{port}/mcp"),
+            _guard: guard,
+            child,
+        })
+    }
+}
+
+impl Drop for Everything {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn send_json(bridge: &mut Bridge, value: Value) {
+    bridge.send(format!("{value}\n").as_bytes());
+}
+
+/// Lines until the answer to `id`, keeping the notifications on the way.
+fn answer_to(bridge: &Bridge, id: Value) -> (Value, Vec<Value>) {
+    let mut notes = Vec::new();
+    loop {
+        let line = bridge.json();
+        if line["id"] == id && line.get("method").is_none() {
+            return (line, notes);
+        }
+        notes.push(line);
+    }
+}
+
+/// `initialize` and `notifications/initialized`, as a client starts.
+fn handshake(bridge: &mut Bridge) -> Value {
+    send_json(
+        bridge,
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "paios-test", "version": "1"}}}),
+    );
+    let (init, _) = answer_to(bridge, json!(0));
+    send_json(
+        bridge,
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    );
+    init
+}
+
+#[test]
+fn an_http_server_is_spoken_to_over_streamable_http() {
+    let Some(server) = Everything::start() else {
+        return;
+    };
+    let dirs = TestDirs::new();
+    let welcome = json!({"welcome": "http", "url": server.url, "max_line": 1 << 24});
+    let peer = Peer::start(&dirs.state, "everything", welcome);
+
+    let mut bridge = Bridge::start(&dirs, "everything");
+    let (_, _presence) = peer.accept();
+    let init = handshake(&mut bridge);
+    assert!(init["result"]["protocolVersion"].is_string(), "{init}");
+    assert!(init["result"]["serverInfo"]["name"].is_string(), "{init}");
+
+    send_json(
+        &mut bridge,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    );
+    let (tools, _) = answer_to(&bridge, json!(1));
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools: {tools}"))
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"echo") && names.contains(&"trigger-long-running-operation"),
+        "{names:?}"
+    );
+
+    send_json(
+        &mut bridge,
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": "echo", "arguments": {"message": "through the bridge"}}}),
+    );
+    let (echo, _) = answer_to(&bridge, json!(2));
+    let text = echo["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("through the bridge"), "{echo}");
+
+    send_json(
+        &mut bridge,
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+               "params": {"name": "trigger-long-running-operation",
+                          "arguments": {"duration": 1, "steps": 3},
+                          "_meta": {"progressToken": "p3"}}}),
+    );
+    let (done, notes) = answer_to(&bridge, json!(3));
+    let progress: Vec<&Value> = notes
+        .iter()
+        .filter(|n| n["method"] == json!("notifications/progress"))
+        .map(|n| &n["params"]["progress"])
+        .collect();
+    assert_eq!(progress, vec![&json!(1), &json!(2), &json!(3)], "{notes:?}");
+    assert!(
+        done["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("completed"),
+        "{done}"
+    );
+
+    bridge.close_stdin();
+    assert_eq!(bridge.exit_within(Duration::from_secs(5)), 0);
+
+    // paiosd going away mid-request ends a bridge to an HTTP server too.
+    let mut bridge = Bridge::start(&dirs, "everything");
+    let (_, presence) = peer.accept();
+    handshake(&mut bridge);
+    send_json(
+        &mut bridge,
+        json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+               "params": {"name": "trigger-long-running-operation",
+                          "arguments": {"duration": 30, "steps": 30},
+                          "_meta": {"progressToken": "p4"}}}),
+    );
+    let first = bridge.json();
+    assert_eq!(first["method"], json!("notifications/progress"), "{first}");
+    drop(presence);
+    let (answer, _) = answer_to(&bridge, json!(4));
+    assert_eq!(error_of(&answer).1, -32000, "{answer}");
+    assert_eq!(bridge.exit_within(Duration::from_secs(2)), 1);
 }
