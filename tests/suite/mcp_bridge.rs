@@ -750,3 +750,28 @@ fn an_http_server_is_spoken_to_over_streamable_http() {
     assert_eq!(error_of(&answer).1, -32000, "{answer}");
     assert_eq!(bridge.exit_within(Duration::from_secs(2)), 1);
 }
+
+#[test]
+fn an_unreachable_http_server_is_an_error_for_each_request() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dirs = TestDirs::new();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let peer = Peer::start(
+        &dirs.state,
+        "web",
+        json!({"welcome": "http", "url": url, "max_line": 1 << 20}),
+    );
+    let mut bridge = Bridge::start(&dirs, "web");
+    let (_, _presence) = peer.accept();
+    bridge.send(&request(json!(1), "initialize"));
+    let (id, code, message) = error_of(&bridge.json());
+    assert_eq!((id, code), (json!(1), -32000));
+    assert!(message.contains(&url), "{message}");
+    bridge.send(b"not json\n");
+    assert_eq!(error_of(&bridge.json()).1, -32700);
+    bridge.close_stdin();
+    assert_eq!(bridge.exit_within(Duration::from_secs(5)), 0);
+}
