@@ -326,6 +326,9 @@ async fn exchange(
     }
     if !status.is_success() {
         let why = http_error(&session, status, response).await;
+        if requests.is_empty() {
+            eprintln!("paiosctl mcp: a notification was not taken: {why}");
+        }
         unanswered(&session, &requests, &why).await;
         return false;
     }
