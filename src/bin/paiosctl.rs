@@ -73,6 +73,13 @@ enum Command {
         #[arg(long)]
         kill: bool,
     },
+    /// Bridge an MCP client to MCP server NAME: the command a client starts
+    /// (`{"command": "/abs/path/paiosctl", "args": ["mcp", "NAME"]}`); JSON-RPC on
+    /// stdin/stdout, ending with the client.
+    Mcp {
+        /// The MCP server's service name.
+        name: String,
+    },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
     /// Print the man page, or write paiosctl.1 into a directory.
@@ -133,6 +140,7 @@ fn run(cli: Cli) -> ctl::Outcome {
         Command::Logs(args) => ctl::logs::logs(&dirs, &args, json),
         Command::Ledger(args) => Ok(ctl::ledger::main(&dirs.state, &args, json)),
         Command::Doctor { kill } => ctl::doctor::doctor(&dirs, kill, json),
+        Command::Mcp { name } => ctl::mcp::mcp(&dirs, &name),
         Command::Completions { shell } => ctl::completions::completions(Cli::command(), shell),
         Command::Man { out_dir } => ctl::man::man(Cli::command(), out_dir.as_deref()),
     }

@@ -158,6 +158,12 @@ impl Client {
     }
 }
 
+/// A bare connection to one of paiosd's sockets (the MCP bridge's), failing the way
+/// [`Client::connect_timeout`] does.
+pub fn connect_stream(socket: &Path, timeout: Duration) -> Result<UnixStream, ClientError> {
+    connect_unix(socket, timeout).map_err(|source| classify(socket, timeout, source))
+}
+
 fn classify(socket: &Path, timeout: Duration, source: io::Error) -> ClientError {
     let not_running = matches!(
         source.kind(),

@@ -21,6 +21,7 @@ pub mod doctor;
 pub mod ledger;
 pub mod logs;
 pub mod man;
+pub mod mcp;
 pub mod ping;
 pub mod reload;
 pub mod render;

@@ -14,6 +14,16 @@ pub mod serve;
 
 use std::path::{Path, PathBuf};
 
+pub mod bridge;
+mod frame;
+mod http;
+mod jsonrpc;
+#[cfg(target_os = "linux")]
+mod parent_linux;
+#[cfg(target_os = "macos")]
+mod parent_macos;
+mod sse;
+
 use serde::{Deserialize, Serialize};
 
 /// The version of the hello and welcome lines.
