@@ -31,6 +31,7 @@ mod logs_follow;
 mod logs_full_disk;
 mod logs_pipes;
 mod logs_rotation;
+mod mcp_sdk;
 mod process_fixture;
 mod process_groups;
 mod process_reap;
