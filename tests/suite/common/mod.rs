@@ -18,6 +18,7 @@ use paios::process;
 
 pub mod daemon;
 mod isolate;
+pub mod mcp_peers;
 
 pub use isolate::{needs, ran_in_own_process, run_as_user, TestUser};
 
