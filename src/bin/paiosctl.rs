@@ -77,8 +77,14 @@ enum Command {
     /// (`{"command": "/abs/path/paiosctl", "args": ["mcp", "NAME"]}`); JSON-RPC on
     /// stdin/stdout, ending with the client.
     Mcp {
-        /// The MCP server's service name.
-        name: String,
+        /// Print the configuration that points an MCP client at the bridges (FORMAT
+        /// claude, codex or json; claude by default) instead of bridging.
+        #[arg(long)]
+        print_config: bool,
+        /// The MCP server's service name; with --print-config, an optional FORMAT then
+        /// any number of servers (every MCP server by default).
+        #[arg(required_unless_present = "print_config", value_name = "NAME")]
+        words: Vec<String>,
     },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
@@ -140,7 +146,10 @@ fn run(cli: Cli) -> ctl::Outcome {
         Command::Logs(args) => ctl::logs::logs(&dirs, &args, json),
         Command::Ledger(args) => Ok(ctl::ledger::main(&dirs.state, &args, json)),
         Command::Doctor { kill } => ctl::doctor::doctor(&dirs, kill, json),
-        Command::Mcp { name } => ctl::mcp::mcp(&dirs, &name),
+        Command::Mcp {
+            print_config,
+            words,
+        } => ctl::mcp::main(&dirs, print_config, &words),
         Command::Completions { shell } => ctl::completions::completions(Cli::command(), shell),
         Command::Man { out_dir } => ctl::man::man(Cli::command(), out_dir.as_deref()),
     }
