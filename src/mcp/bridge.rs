@@ -69,9 +69,17 @@ pub fn run(state: &Path, control_socket: &Path, name: &str) -> i32 {
         client_command: client_command(parent),
     };
     match connect(&socket, control_socket, name, &hello) {
-        Ok((reader, Welcome::Stdio { max_line })) => Stdio::new(reader, cap(max_line), parent)
-            .map_or_else(|e| refuse(&lost(&socket, &e)), Stdio::run),
+        Ok((reader, Welcome::Stdio { max_line })) => {
+            match Stdio::new(reader, cap(max_line), parent) {
+                Ok(stdio) => {
+                    give_back_startup_pages();
+                    stdio.run()
+                }
+                Err(e) => refuse(&lost(&socket, &e)),
+            }
+        }
         Ok((reader, Welcome::Http { url, max_line })) => {
+            give_back_startup_pages();
             super::http::run(reader, &url, cap(max_line), parent)
         }
         Ok((_, Welcome::Refused { reason, fix })) => refuse(&if fix.is_empty() {
@@ -82,6 +90,17 @@ pub fn run(state: &Path, control_socket: &Path, name: &str) -> i32 {
         Err(message) => refuse(&message),
     }
 }
+
+/// Connected: what start-up alone needed is given back before the long copy loop.
+#[cfg(target_os = "linux")]
+fn give_back_startup_pages() {
+    if let Err(e) = super::trim_linux::shed_startup_code() {
+        eprintln!("paiosctl mcp: cannot give back start-up pages (harmless): {e}");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn give_back_startup_pages() {}
 
 #[cfg(target_os = "linux")]
 fn watch_parent(parent: i32) -> io::Result<()> {

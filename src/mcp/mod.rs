@@ -23,6 +23,8 @@ mod parent_linux;
 #[cfg(target_os = "macos")]
 mod parent_macos;
 mod sse;
+#[cfg(target_os = "linux")]
+mod trim_linux;
 
 use serde::{Deserialize, Serialize};
 
