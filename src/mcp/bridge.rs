@@ -38,7 +38,7 @@ pub(crate) const EXIT_PARENT_GONE: i32 = 1;
 
 /// How long writing the last error replies may take before the bridge exits anyway
 /// (a client that does not read its stdout must not keep it alive).
-const LAST_WORDS: Duration = Duration::from_secs(1);
+pub(crate) const LAST_WORDS: Duration = Duration::from_secs(1);
 
 /// How often the bridge checks `getppid()` itself, behind the kernel's notice.
 const PARENT_POLL: Duration = Duration::from_millis(250);

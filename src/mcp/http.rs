@@ -8,8 +8,10 @@
 //! client has sent `notifications/initialized`, the GET stream carries what the server
 //! sends unasked, when the server offers one (405: it does not). The Unix socket to
 //! paiosd carries nothing; its end means paiosd has gone, which ends the bridge as for
-//! a stdio server. A current-thread runtime runs the HTTP side; stdin and stdout each
-//! have a thread, so a client that stops reading never blocks the runtime.
+//! a stdio server, and so does the server forgetting the session it gave (404, or a
+//! 400 about the session id: it restarted). A current-thread runtime runs the HTTP side; stdin and stdout each have
+//! a thread, so a client that stops reading does not hold up the requests (only the
+//! last errors, written as the bridge ends, wait up to a second for stdout).
 
 use std::io::{self, BufReader};
 use std::os::unix::net::UnixStream;
@@ -29,7 +31,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::bridge::{
     answer_all, parent_gone, refuse, too_long, write_line, InFlight, DRAIN, EXIT_FAILED, EXIT_OK,
-    EXIT_PARENT_GONE,
+    EXIT_PARENT_GONE, LAST_WORDS,
 };
 use super::frame::{Frame, Framer};
 use super::jsonrpc::{error_line, lenient_id, peek, Message, INVALID_REQUEST, UNAVAILABLE};
@@ -61,6 +63,8 @@ struct Session {
     protocol_version: Mutex<Option<HeaderValue>>,
     in_flight: InFlight,
     settled: Notify,
+    /// The server answered 404 to the session it gave: it has restarted or dropped it.
+    ended: Notify,
     stdout: mpsc::Sender<Vec<u8>>,
 }
 
@@ -84,8 +88,11 @@ pub fn run(presence: BufReader<UnixStream>, url: &str, cap: usize, parent: i32) 
     };
     let (stdout_tx, stdout_rx) = mpsc::channel(64);
     let (incoming_tx, incoming_rx) = mpsc::channel(64);
-    let threads = spawn_stdout(stdout_rx).and_then(|()| spawn_stdin(incoming_tx, cap));
-    if let Err(e) = threads {
+    let written = match spawn_stdout(stdout_rx) {
+        Ok(written) => written,
+        Err(e) => return refuse(&format!("cannot start the bridge's threads: {e}")),
+    };
+    if let Err(e) = spawn_stdin(incoming_tx, cap) {
         return refuse(&format!("cannot start the bridge's threads: {e}"));
     }
     let session = Arc::new(Session {
@@ -97,9 +104,20 @@ pub fn run(presence: BufReader<UnixStream>, url: &str, cap: usize, parent: i32) 
         protocol_version: Mutex::new(None),
         in_flight: InFlight::default(),
         settled: Notify::new(),
+        ended: Notify::new(),
         stdout: stdout_tx,
     });
-    runtime.block_on(serve(session, incoming_rx, presence.into_inner(), parent))
+    let code = runtime.block_on(serve(session, incoming_rx, presence.into_inner(), parent));
+    // Every task (and with it the last sender of stdout's lines) ends with the runtime;
+    // what was queued is written before the bridge exits, for as long as stdout takes it.
+    drop(runtime);
+    let wait = match code {
+        EXIT_OK => DRAIN,
+        EXIT_PARENT_GONE => Duration::ZERO,
+        _ => LAST_WORDS,
+    };
+    let _ = written.recv_timeout(wait);
+    code
 }
 
 fn fail(message: &str) -> i32 {
@@ -107,15 +125,19 @@ fn fail(message: &str) -> i32 {
     EXIT_FAILED
 }
 
-fn spawn_stdout(mut lines: mpsc::Receiver<Vec<u8>>) -> io::Result<()> {
+/// Writes the lines it is sent; the receiver it returns hears when every line sent
+/// before the last sender went is written.
+fn spawn_stdout(mut lines: mpsc::Receiver<Vec<u8>>) -> io::Result<std::sync::mpsc::Receiver<()>> {
+    let (done, written) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("stdout".into())
         .spawn(move || {
             while let Some(line) = lines.blocking_recv() {
                 write_line(&line);
             }
+            let _ = done.send(());
         })
-        .map(drop)
+        .map(|_| written)
 }
 
 /// Reads the client's lines; the ones that cannot be sent are answered here.
@@ -169,6 +191,8 @@ async fn serve(
     let mut streaming = false;
     let gone = "paiosd went away before the MCP server answered; the client may start \
                 `paiosctl mcp` again";
+    let ended = "the MCP server no longer knows this session (it restarted); the client may \
+                 start `paiosctl mcp` again";
     loop {
         tokio::select! {
             message = incoming.recv() => {
@@ -184,6 +208,10 @@ async fn serve(
                 answer_all(session.in_flight.take(), gone);
                 return EXIT_FAILED;
             }
+            () = session.ended.notified() => {
+                answer_all(session.in_flight.take(), ended);
+                return EXIT_FAILED;
+            }
             _ = parent_tick.tick() => {
                 if parent_gone(parent) {
                     return EXIT_PARENT_GONE;
@@ -195,6 +223,7 @@ async fn serve(
         tokio::select! {
             () = settled(&session) => {}
             _ = paiosd_gone(&mut presence) => answer_all(session.in_flight.take(), gone),
+            () = session.ended.notified() => answer_all(session.in_flight.take(), ended),
         }
     })
     .await;
@@ -263,17 +292,20 @@ async fn post_message(session: &Arc<Session>, message: Outgoing) -> bool {
     true
 }
 
+/// A request to the server; `in_session` sends the session id the server gave (an
+/// `initialize` starts a new session and is sent without one).
 fn request(
     session: &Session,
     method: Method,
     accept: &'static str,
+    in_session: bool,
 ) -> hyper::http::request::Builder {
     let mut builder = Request::builder()
         .method(method)
         .uri(session.uri.clone())
         .header(ACCEPT, accept);
     let held = |m: &Mutex<Option<HeaderValue>>| m.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    if let Some(id) = held(&session.session_id) {
+    if let Some(id) = held(&session.session_id).filter(|_| in_session) {
         builder = builder.header(SESSION_ID, id);
     }
     if let Some(version) = held(&session.protocol_version) {
@@ -290,10 +322,17 @@ async fn exchange(
     requests: Vec<Value>,
     initialize: Option<Value>,
 ) -> bool {
+    let in_session = initialize.is_none()
+        && session
+            .session_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
     let sent = request(
         &session,
         Method::POST,
         "application/json, text/event-stream",
+        in_session,
     )
     .header(CONTENT_TYPE, "application/json")
     .body(Full::new(Bytes::from(body)));
@@ -330,6 +369,11 @@ async fn exchange(
             eprintln!("paiosctl mcp: a notification was not taken: {why}");
         }
         unanswered(&session, &requests, &why).await;
+        if in_session && forgot_session(status, &why) {
+            // The session is gone with the server's restart; only a new bridge (a new
+            // `initialize`) starts another, so the client is told and this one ends.
+            session.ended.notify_one();
+        }
         return false;
     }
     let initialize = initialize.as_ref();
@@ -344,6 +388,13 @@ async fn exchange(
     };
     unanswered(&session, &requests, &why).await;
     true
+}
+
+/// The server no longer knows the session it gave: 404, as the transport says, or the
+/// 400 some servers give with a body about the session id.
+fn forgot_session(status: StatusCode, why: &str) -> bool {
+    status == StatusCode::NOT_FOUND
+        || (status == StatusCode::BAD_REQUEST && why.to_ascii_lowercase().contains("session"))
 }
 
 fn is_event_stream(response: &Response<Incoming>) -> bool {
@@ -456,11 +507,12 @@ async fn read_events(
 
 /// The GET stream of messages the server sends unasked, while it lasts.
 async fn listen(session: Arc<Session>) {
-    let req =
-        match request(&session, Method::GET, "text/event-stream").body(Full::new(Bytes::new())) {
-            Ok(req) => req,
-            Err(_) => return,
-        };
+    let req = match request(&session, Method::GET, "text/event-stream", true)
+        .body(Full::new(Bytes::new()))
+    {
+        Ok(req) => req,
+        Err(_) => return,
+    };
     let response = match session.client.request(req).await {
         Ok(response) => response,
         Err(e) => {
@@ -492,7 +544,7 @@ async fn end_session(session: &Session) {
         return;
     }
     if let Ok(req) =
-        request(session, Method::DELETE, "application/json").body(Full::new(Bytes::new()))
+        request(session, Method::DELETE, "application/json", true).body(Full::new(Bytes::new()))
     {
         let _ = session.client.request(req).await;
     }

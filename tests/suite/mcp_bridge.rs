@@ -569,6 +569,14 @@ struct Everything {
 
 impl Everything {
     fn start() -> Option<Everything> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Everything::start_on(port)
+    }
+
+    fn start_on(port: u16) -> Option<Everything> {
         let node = crate::common::needs(
             "node",
             Command::new("node")
@@ -597,10 +605,6 @@ impl Everything {
                 ))
             },
         )?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
         use std::os::unix::process::CommandExt;
         let child = Command::new("node")
             .arg(&script)
@@ -748,6 +752,65 @@ fn an_http_server_is_spoken_to_over_streamable_http() {
     drop(presence);
     let (answer, _) = answer_to(&bridge, json!(4));
     assert_eq!(error_of(&answer).1, -32000, "{answer}");
+    assert_eq!(bridge.exit_within(Duration::from_secs(2)), 1);
+}
+
+#[test]
+fn a_large_answer_is_written_whole_before_the_bridge_exits() {
+    let Some(server) = Everything::start() else {
+        return;
+    };
+    let dirs = TestDirs::new();
+    let welcome = json!({"welcome": "http", "url": server.url, "max_line": 1 << 24});
+    let peer = Peer::start(&dirs.state, "everything", welcome);
+    let mut bridge = Bridge::start(&dirs, "everything");
+    let (_, _presence) = peer.accept();
+    handshake(&mut bridge);
+    let message = "m".repeat(2 << 20);
+    send_json(
+        &mut bridge,
+        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+               "params": {"name": "echo", "arguments": {"message": message}}}),
+    );
+    // The client is done at once: the answer still comes whole, then exit 0.
+    bridge.close_stdin();
+    let (echo, _) = answer_to(&bridge, json!(7));
+    let text = echo["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.ends_with(&message), "{} bytes of text", text.len());
+    assert_eq!(bridge.exit_within(Duration::from_secs(5)), 0);
+}
+
+#[test]
+fn a_restarted_http_server_that_forgot_the_session_ends_the_bridge() {
+    let Some(server) = Everything::start() else {
+        return;
+    };
+    let dirs = TestDirs::new();
+    let welcome = json!({"welcome": "http", "url": server.url, "max_line": 1 << 24});
+    let peer = Peer::start(&dirs.state, "everything", welcome);
+    let mut bridge = Bridge::start(&dirs, "everything");
+    let (_, _presence) = peer.accept();
+    handshake(&mut bridge);
+    let port: u16 = server
+        .url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/mcp")
+        .parse()
+        .expect("port");
+    drop(server);
+    let Some(_again) = Everything::start_on(port) else {
+        return;
+    };
+    send_json(
+        &mut bridge,
+        json!({"jsonrpc": "2.0", "id": 8, "method": "tools/list"}),
+    );
+    let (answer, _) = answer_to(&bridge, json!(8));
+    let (_, code, message) = error_of(&answer);
+    assert_eq!(code, -32000, "{answer}");
+    assert!(message.contains("session"), "{message}");
     assert_eq!(bridge.exit_within(Duration::from_secs(2)), 1);
 }
 
