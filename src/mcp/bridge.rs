@@ -532,13 +532,20 @@ fn server_to_client(
                     eprintln!("paiosctl mcp: dropped a line from the server that is not JSON-RPC: {bad:?}");
                 }
                 Ok(shape) => {
-                    let mut answered = false;
-                    for id in shape.messages().iter().filter_map(|m| m.answered_id()) {
-                        answered |= in_flight.remove(id);
-                    }
+                    let answers: Vec<Value> = shape
+                        .messages()
+                        .iter()
+                        .filter_map(|m| m.answered_id().cloned())
+                        .collect();
                     let line = framer.line_mut();
                     line.push(b'\n');
+                    // Written before it is crossed off: the bridge may end as soon as
+                    // nothing is in flight, and must not end in the middle of this line.
                     write_line(line);
+                    let mut answered = false;
+                    for id in &answers {
+                        answered |= in_flight.remove(id);
+                    }
                     if answered {
                         settle(in_flight, events);
                     }
