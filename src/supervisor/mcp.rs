@@ -382,6 +382,19 @@ impl Supervisor {
         }
     }
 
+    /// The state word of a wanted per-client server, which runs only for its clients:
+    /// `running` while one has a run, else `idle`. None for any other service.
+    pub(super) fn client_parent_state(&self, server: &str) -> Option<&'static str> {
+        self.services
+            .get(server)
+            .filter(|s| s.is_client_parent() && s.wanted())?;
+        Some(if self.has_client_runs(server) {
+            "running"
+        } else {
+            "idle"
+        })
+    }
+
     /// Some client of `server` still has a run.
     pub(super) fn has_client_runs(&self, server: &str) -> bool {
         self.mcp.clients.values().any(|c| {

@@ -437,6 +437,8 @@ pub enum WaitFor {
     Down,
     /// The run started by `run` has ended (`runs_finished` passed `after`).
     RunEnd { after: u64 },
+    /// A per-client server's restart: every client's run has ended.
+    ClientsEnded,
 }
 
 /// What kind of answer an operation gets.

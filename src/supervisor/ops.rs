@@ -182,6 +182,13 @@ impl Supervisor {
             if restart {
                 svc.next_attempt = 0;
             }
+            if restart && svc.is_client_parent() {
+                // Its runs are its clients': each ends, and its client's next bridge
+                // gets a fresh one.
+                self.end_clients_of(&name);
+                waits.push((name, WaitFor::ClientsEnded));
+                continue;
+            }
             match &svc.run {
                 Some(_) if restart => {
                     svc.want = Want::Restart;
@@ -310,6 +317,7 @@ impl Supervisor {
         match wait {
             WaitFor::Down => (svc.run.is_none() && !self.has_client_runs(name)).then_some(true),
             WaitFor::Up { .. } if svc.is_client_parent() => Some(svc.is_up()),
+            WaitFor::ClientsEnded => (!self.has_client_runs(name)).then(|| svc.is_up()),
             WaitFor::Up { marker } => {
                 if svc.is_up() {
                     let settled = match svc.run.as_ref().and_then(|r| r.health.as_ref()) {
@@ -404,6 +412,7 @@ impl Supervisor {
             };
         };
         let (state, detail) = state_of(svc, self.now.mono);
+        let word = self.client_parent_state(name).unwrap_or(state.as_str());
         let pid = svc
             .run
             .as_ref()
@@ -411,12 +420,12 @@ impl Supervisor {
             .map(|r| r.leader.pid);
         let message = match (wait, ok) {
             (WaitFor::Down, true) => "stopped; no process of its group is left".to_string(),
-            (WaitFor::Up { .. }, true) if svc.is_client_parent() => {
+            (WaitFor::Up { .. } | WaitFor::ClientsEnded, true) if svc.is_client_parent() => {
                 "accepting clients: each gets a run of its own".to_string()
             }
             (WaitFor::Up { .. }, true) => format!("running (pid {})", pid.unwrap_or(0)),
             (_, _) => {
-                let mut m = state.to_string();
+                let mut m = word.to_string();
                 if let Some(d) = detail {
                     m.push_str(&format!(": {d}"));
                 }
@@ -429,7 +438,7 @@ impl Supervisor {
         OpResult {
             name: name.to_string(),
             ok,
-            state: state.to_string(),
+            state: word.to_string(),
             pid,
             message,
         }

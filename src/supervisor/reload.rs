@@ -47,11 +47,12 @@ impl Supervisor {
         for name in to_start {
             self.try_start(&name);
         }
-        // A per-client server disabled by the reload ends its clients' runs too.
+        // A per-client server disabled or changed by the reload ends its clients' runs
+        // too: a changed one's clients get runs of the new config when they come back.
         let unwanted: Vec<String> = self
             .services
             .iter()
-            .filter(|(_, s)| s.is_client_parent() && !s.wanted())
+            .filter(|(n, s)| s.is_client_parent() && (!s.wanted() || report.restarted.contains(n)))
             .map(|(n, _)| n.clone())
             .collect();
         for name in unwanted {

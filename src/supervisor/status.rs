@@ -30,18 +30,8 @@ impl Supervisor {
             row.restarts_24h = restarts_24h;
             row.log_dropped = self.logs.dropped(name);
             row.mcp = self.mcp_status(name);
-            let parent_up = self
-                .services
-                .get(name)
-                .is_some_and(|s| s.is_client_parent() && s.wanted());
-            if let (true, Some(mcp)) = (parent_up, &row.mcp) {
-                // A per-client server runs only for its clients.
-                row.state = if mcp.clients.is_empty() {
-                    "idle"
-                } else {
-                    "running"
-                }
-                .to_string();
+            if let Some(state) = self.client_parent_state(name) {
+                row.state = state.to_string();
             }
             rows.push(row);
         }

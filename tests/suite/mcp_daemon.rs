@@ -754,3 +754,45 @@ fn a_client_run_that_crashes_ends_its_connection_and_is_not_restarted() {
     assert_eq!(refused["fix"], "paiosctl logs missing");
     assert_eq!(d.row("missing")["mcp"]["clients"], json!([]));
 }
+
+#[test]
+fn restart_and_a_changed_file_end_the_client_runs_and_new_clients_get_the_new_command() {
+    let d = Daemon::start(&[("echo", &echo_service("[stop]\ngrace = \"3s\""))]);
+    let (mut a, _) = Conn::hello(&d, "echo", 21);
+    assert_eq!(a.echo(1, "a"), "a");
+    let run = wait_runs(&d, "echo", 1)[0];
+    assert_eq!(d.row("echo")["state"], "running");
+    let out = d.ctl(&["--json", "restart", "echo"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(answer["results"][0]["state"], "idle", "{answer}");
+    assert!(wait_until(Duration::from_secs(10), || group_gone(run)));
+    assert!(
+        a.closed(),
+        "the restarted run's client is told by its connection's end"
+    );
+
+    let (mut b, _) = Conn::hello(&d, "echo", 22);
+    assert_eq!(b.echo(1, "b"), "b");
+    let run = wait_runs(&d, "echo", 1)[0];
+    // The file changes: the run of the old command ends, the next client gets the new.
+    d.dirs.write_service(
+        "echo",
+        &echo_service("env = { MCP_ECHO_IGNORE_EOF = \"0\" }\n[stop]\ngrace = \"3s\""),
+    );
+    let out = d.ctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(wait_until(Duration::from_secs(10), || group_gone(run)));
+    assert!(b.closed());
+    let (mut c, welcome) = Conn::hello(&d, "echo", 23);
+    assert_eq!(welcome["welcome"], "stdio", "{welcome}");
+    assert_eq!(c.echo(1, "c"), "c");
+    let run = wait_runs(&d, "echo", 1)[0];
+    let environ = std::fs::read(format!("/proc/{run}/environ")).expect("environ");
+    assert!(
+        environ
+            .split(|b| *b == 0)
+            .any(|v| v == b"MCP_ECHO_IGNORE_EOF=0"),
+        "the new client's run has the new file's env"
+    );
+}
