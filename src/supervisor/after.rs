@@ -155,7 +155,7 @@ impl Supervisor {
         self.timers.at(until, Timer::Start(name.to_string()));
     }
 
-    fn give_up(&mut self, name: &str, retry_at: Instant) {
+    pub(super) fn give_up(&mut self, name: &str, retry_at: Instant) {
         let retry_wall = self.now.wall_at(retry_at);
         let Some(svc) = self.services.get_mut(name) else {
             return;

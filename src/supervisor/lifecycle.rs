@@ -474,15 +474,15 @@ impl Supervisor {
         );
         let client = svc.client;
         self.record_run(record, run.id, outcome);
-        if let Some(client) = client {
-            self.client_run_ended(client);
-        }
         let ended = Ended {
             exit_at,
             uptime,
             outcome,
             by_paiosd: policy::by_paiosd(run.stopping.map(|s| s.reason)),
         };
+        if let Some(client) = client {
+            self.client_run_ended(client, &ended);
+        }
         self.after_run(name, ended);
     }
 

@@ -21,6 +21,7 @@ use crate::config::{McpTransport, RestartPolicy};
 use crate::control::protocol::{McpClientStatus, McpStatus};
 use crate::mcp::serve::{self, Admit, McpMsg};
 use crate::mcp::Hello;
+use crate::policy::{Decision, Ended};
 
 /// How long a client's run that closed its stdout has to exit by itself before it is
 /// stopped (its exit usually follows within a millisecond).
@@ -349,11 +350,27 @@ impl Supervisor {
         }
     }
 
-    /// A client's run has ended: its connection is closed and the client forgotten.
-    pub(super) fn client_run_ended(&mut self, id: u64) {
-        if let Some(client) = self.mcp.clients.remove(&id) {
-            tracing::info!(service = %client.server, client_pid = client.pid, "MCP client's run ended");
-            client.end.cancel();
+    /// A client's run has ended: its connection is closed and the client forgotten. A
+    /// crash counts toward the server's crash-loop limit (`[restart] limit`): a server
+    /// whose clients' runs keep crashing is `failed` until its cooldown, and new clients
+    /// are refused with the reason instead of getting one more run that crashes.
+    pub(super) fn client_run_ended(&mut self, id: u64, ended: &Ended) {
+        let Some(client) = self.mcp.clients.remove(&id) else {
+            return;
+        };
+        tracing::info!(service = %client.server, client_pid = client.pid, "MCP client's run ended");
+        client.end.cancel();
+        if ended.by_paiosd || !ended.outcome.is_failure() {
+            return;
+        }
+        let (now, jitter) = (self.now.mono, self.os.jitter());
+        let Some(server) = self.services.get_mut(&client.server) else {
+            return;
+        };
+        if let Decision::GiveUp { retry_at } =
+            server.tracker.on_exit(now, ended.uptime, true, jitter)
+        {
+            self.give_up(&client.server, retry_at);
         }
     }
 
@@ -383,11 +400,12 @@ impl Supervisor {
     }
 
     /// The state word of a wanted per-client server, which runs only for its clients:
-    /// `running` while one has a run, else `idle`. None for any other service.
+    /// `running` while one has a run, else `idle`. None for any other service, and for
+    /// one that is `failed` (its clients' runs kept crashing).
     pub(super) fn client_parent_state(&self, server: &str) -> Option<&'static str> {
         self.services
             .get(server)
-            .filter(|s| s.is_client_parent() && s.wanted())?;
+            .filter(|s| s.is_client_parent() && s.wanted() && s.state() != State::Failed)?;
         Some(if self.has_client_runs(server) {
             "running"
         } else {

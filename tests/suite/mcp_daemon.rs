@@ -796,3 +796,37 @@ fn restart_and_a_changed_file_end_the_client_runs_and_new_clients_get_the_new_co
         "the new client's run has the new file's env"
     );
 }
+
+#[test]
+fn clients_runs_that_keep_crashing_make_the_server_failed_until_started() {
+    let crashy = "shell = \"exit 3\"\n\
+                  [restart]\nlimit = { burst = 2, window = \"5m\", cooldown = \"1h\" }\n\
+                  [mcp]\ntransport = \"stdio\"\n";
+    let d = Daemon::start(&[("crashy", crashy)]);
+    // Two crashes are within the burst; the third gives up.
+    for pid in [121, 122, 123] {
+        let (mut c, welcome) = Conn::hello(&d, "crashy", pid);
+        assert_eq!(welcome["welcome"], "stdio", "client {pid}: {welcome}");
+        assert!(c.closed(), "the connection outlived its crashed run");
+        assert!(wait_until(Duration::from_secs(5), || d.row("crashy")
+            ["mcp"]["clients"]
+            == json!([])));
+    }
+    assert!(wait_until(Duration::from_secs(5), || d.row("crashy")
+        ["state"]
+        == "failed"));
+    let (_c, refused) = Conn::hello(&d, "crashy", 124);
+    assert_eq!(refused["welcome"], "refused", "{refused}");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("crashy is failed")),
+        "{refused}"
+    );
+    assert_eq!(refused["fix"], "paiosctl start crashy");
+    // `paiosctl start` clears the crash loop, as for any service.
+    let out = d.ctl(&["start", "crashy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (_c, welcome) = Conn::hello(&d, "crashy", 125);
+    assert_eq!(welcome["welcome"], "stdio", "{welcome}");
+}
