@@ -22,6 +22,13 @@ use super::{Hello, Welcome, MAX_HELLO_BYTES, PROTOCOL_VERSION};
 /// How long a connection may take to send its hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a run's last replies may take to reach its client once the run has ended
+/// (a client that stops reading does not hold its connection open forever).
+const LAST_REPLIES: Duration = Duration::from_secs(5);
+
+/// How often a write to a run's full stdin looks whether its client has gone.
+const HANGUP_POLL: Duration = Duration::from_millis(200);
+
 /// What the connections tell the supervisor.
 #[derive(Debug)]
 pub enum McpMsg {
@@ -326,13 +333,22 @@ async fn copy(
             return Copied::ClientGone;
         }
     };
+    // A second handle on the socket, to see the client hang up while a write to a run
+    // that reads nothing is waiting (the copy then reads nothing from the socket).
+    let hangup = match std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::error!("cannot watch an MCP connection: {e}");
+            return Copied::ClientGone;
+        }
+    };
     let (read_half, mut write_half) = stream.into_split();
     let mut from_client = BufReader::new(std::io::Cursor::new(pipes.leftover).chain(read_half));
     let max_line = usize::try_from(pipes.max_line).unwrap_or(usize::MAX);
     let to_server = async {
         let mut stdin = stdin;
         let ended = tokio::select! {
-            ended = lines_to(&mut from_client, &mut stdin, max_line) => ended,
+            ended = lines_to(&mut from_client, &mut stdin, max_line, &hangup) => ended,
             () = close_stdin.cancelled() => ToServer::Closed,
         };
         drop(stdin);
@@ -344,7 +360,11 @@ async fn copy(
     };
     tokio::pin!(to_server, to_client);
     tokio::select! {
-        () = end.cancelled() => Copied::ServerDone,
+        () = end.cancelled() => {
+            // The run has ended (or is ended): what it wrote last still goes out.
+            let _ = tokio::time::timeout(LAST_REPLIES, &mut to_client).await;
+            Copied::ServerDone
+        }
         copied = &mut to_client => match copied {
             Ok(_) => Copied::ServerDone,
             Err(_) => Copied::ClientGone,
@@ -358,7 +378,9 @@ async fn copy(
             // still go out until the run has ended.
             let _ = to_supervisor.send(McpMsg::Gone { client }).await;
             tokio::select! {
-                () = end.cancelled() => {}
+                () = end.cancelled() => {
+                    let _ = tokio::time::timeout(LAST_REPLIES, &mut to_client).await;
+                }
                 _ = &mut to_client => {}
             }
             Copied::ClientGone
@@ -385,11 +407,13 @@ enum ToServer {
 }
 
 /// Copies whole lines: a line is held until its newline (never beyond `max`) and
-/// written in one piece, so no part of an oversized line reaches the server.
+/// written in one piece, so no part of an oversized line reaches the server. A client
+/// that hangs up while a write waits on the run's full stdin ends the copy as EOF does.
 async fn lines_to<R: AsyncBufRead + Unpin>(
     from: &mut R,
     to: &mut pipe::Sender,
     max: usize,
+    hangup: &OwnedFd,
 ) -> ToServer {
     let mut line: Vec<u8> = Vec::new();
     loop {
@@ -407,23 +431,62 @@ async fn lines_to<R: AsyncBufRead + Unpin>(
         }
         if done && line.is_empty() {
             // The common case: the whole line is in the buffer; no copy.
-            let result = to.write_all(&buf[..take]).await;
+            let result = write_unless_gone(to, &buf[..take], hangup).await;
             from.consume(take);
-            if result.is_err() {
-                return ToServer::Closed;
+            match result {
+                Some(Ok(())) => continue,
+                Some(Err(_)) => return ToServer::Closed,
+                None => return ToServer::Eof,
             }
-            continue;
         }
         line.extend_from_slice(&buf[..take]);
         from.consume(take);
         if done {
-            if to.write_all(&line).await.is_err() {
-                return ToServer::Closed;
+            match write_unless_gone(to, &line, hangup).await {
+                Some(Ok(())) => {}
+                Some(Err(_)) => return ToServer::Closed,
+                None => return ToServer::Eof,
             }
             line.clear();
             if line.capacity() > 1 << 20 {
                 line.shrink_to(64 << 10);
             }
+        }
+    }
+}
+
+/// Writes `bytes` to the run's stdin; None when the client hung up (closed its socket
+/// entirely, not just its sending side) while the write waited.
+async fn write_unless_gone(
+    to: &mut pipe::Sender,
+    bytes: &[u8],
+    hangup: &OwnedFd,
+) -> Option<io::Result<()>> {
+    tokio::select! {
+        written = to.write_all(bytes) => Some(written),
+        () = hung_up(hangup) => None,
+    }
+}
+
+/// Resolves once the socket's peer has closed it: `POLLHUP`, which a half-close (the
+/// bridge's EOF, after which its replies are still read) does not raise.
+async fn hung_up(socket: &OwnedFd) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut tick = tokio::time::interval(HANGUP_POLL);
+    loop {
+        tick.tick().await;
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(socket),
+            PollFlags::POLLIN,
+        )];
+        let gone = match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_) => fds[0]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
+            Err(_) => true,
+        };
+        if gone {
+            return;
         }
     }
 }

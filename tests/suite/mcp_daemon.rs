@@ -830,3 +830,80 @@ fn clients_runs_that_keep_crashing_make_the_server_failed_until_started() {
     let (_c, welcome) = Conn::hello(&d, "crashy", 125);
     assert_eq!(welcome["welcome"], "stdio", "{welcome}");
 }
+
+#[test]
+fn a_client_that_hangs_up_on_a_server_that_reads_nothing_still_ends_its_run() {
+    // The server never reads: paiosd's write to its stdin waits on a full pipe, so the
+    // client's hangup must be seen without reading the socket.
+    let deaf = "command = [\"sleep\", \"1000\"]\n[stop]\nstdin_grace = \"200ms\"\ngrace = \"1s\"\n\
+                [mcp]\ntransport = \"stdio\"\n";
+    let d = Daemon::start(&[("deaf", deaf)]);
+    let (c, _) = Conn::hello(&d, "deaf", 131);
+    let run = wait_runs(&d, "deaf", 1)[0];
+    let Conn { reader, writer } = c;
+    let line = format!(
+        "{}\n",
+        json!({"jsonrpc": "2.0", "id": 1, "method": "ping",
+        "params": {"pad": "p".repeat(16 * 1024)}})
+    );
+    let mut writer = writer;
+    writer
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    // Past the pipe's buffer and the socket's: the writes stall.
+    for _ in 0..64 {
+        if writer.write_all(line.as_bytes()).is_err() {
+            break;
+        }
+    }
+    drop(writer);
+    drop(reader);
+    assert!(
+        wait_until(Duration::from_secs(10), || group_gone(run)),
+        "the run outlived its client: {}",
+        d.row("deaf")
+    );
+    assert!(wait_until(Duration::from_secs(5), || d.row("deaf")["mcp"]
+        ["clients"]
+        == json!([])));
+}
+
+#[test]
+fn a_servers_last_replies_reach_a_slow_client_after_it_has_exited() {
+    // Answers one request with two large lines and exits at once.
+    let script = "import sys\n\
+                  sys.stdin.readline()\n\
+                  sys.stdout.write('{\"jsonrpc\":\"2.0\",\"method\":\"n\",\"params\":\"' + 'a' * 2000000 + '\"}\\n')\n\
+                  sys.stdout.write('{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":\"' + 'b' * 240000 + '\"}\\n')\n\
+                  sys.stdout.flush()\n";
+    let d = Daemon::start(&[(
+        "parting",
+        &format!(
+            "command = [\"/usr/bin/python3\", \"-c\", {}]\n[mcp]\ntransport = \"stdio\"\n",
+            common::toml_str(script)
+        ),
+    )]);
+    let (mut c, _) = Conn::hello(&d, "parting", 141);
+    let run = wait_runs(&d, "parting", 1)[0];
+    c.send(r#"{"jsonrpc":"2.0","id":1,"method":"go"}"#);
+    // A slow reader: the run is done writing (and exits) long before the client is.
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match c.reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) => panic!("read: {e} after {} bytes", got.len()),
+        }
+        if !group_gone(run) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let lines: Vec<&[u8]> = got
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 2, "{} bytes", got.len());
+    let last: Value = serde_json::from_slice(lines[1]).expect("the last reply whole");
+    assert_eq!(last["result"].as_str().map(str::len), Some(240_000));
+}
