@@ -170,8 +170,19 @@ fn connect(
     // paiosd may refuse (a foreign UID) and close before reading: its welcome still says why.
     let _ = stream.write_all(&line);
     let mut reader = BufReader::new(stream);
+    let welcome = read_welcome(&mut reader, socket, name)?;
+    timeouts(reader.get_ref(), None)?;
+    Ok((reader, welcome))
+}
+
+/// paiosd's one welcome line.
+fn read_welcome(
+    reader: &mut BufReader<UnixStream>,
+    socket: &Path,
+    name: &str,
+) -> Result<Welcome, String> {
     let mut welcome = Vec::new();
-    let read = (&mut reader)
+    let read = reader
         .take(MAX_WELCOME_BYTES)
         .read_until(b'\n', &mut welcome);
     match read {
@@ -196,14 +207,12 @@ fn connect(
         }
         Ok(_) => {}
     }
-    let welcome: Welcome = serde_json::from_slice(&welcome).map_err(|e| {
+    serde_json::from_slice(&welcome).map_err(|e| {
         format!(
             "paiosd's welcome on {} is unreadable ({e}); {VERSION_HINT}",
             socket.display()
         )
-    })?;
-    timeouts(reader.get_ref(), None)?;
-    Ok((reader, welcome))
+    })
 }
 
 /// No server for this client: says why on stderr, answers the client's first request

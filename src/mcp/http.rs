@@ -292,6 +292,11 @@ async fn post_message(session: &Arc<Session>, message: Outgoing) -> bool {
     true
 }
 
+/// A header value kept from the server's answers.
+fn held(value: &Mutex<Option<HeaderValue>>) -> Option<HeaderValue> {
+    value.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 /// A request to the server; `in_session` sends the session id the server gave (an
 /// `initialize` starts a new session and is sent without one).
 fn request(
@@ -304,7 +309,6 @@ fn request(
         .method(method)
         .uri(session.uri.clone())
         .header(ACCEPT, accept);
-    let held = |m: &Mutex<Option<HeaderValue>>| m.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if let Some(id) = held(&session.session_id).filter(|_| in_session) {
         builder = builder.header(SESSION_ID, id);
     }
@@ -322,36 +326,10 @@ async fn exchange(
     requests: Vec<Value>,
     initialize: Option<Value>,
 ) -> bool {
-    let in_session = initialize.is_none()
-        && session
-            .session_id
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some();
-    let sent = request(
-        &session,
-        Method::POST,
-        "application/json, text/event-stream",
-        in_session,
-    )
-    .header(CONTENT_TYPE, "application/json")
-    .body(Full::new(Bytes::from(body)));
-    let response = match sent {
-        Ok(req) => session.client.request(req).await,
-        Err(e) => {
-            unanswered(
-                &session,
-                &requests,
-                &format!("cannot build the request: {e}"),
-            )
-            .await;
-            return false;
-        }
-    };
-    let response = match response {
+    let in_session = initialize.is_none() && held(&session.session_id).is_some();
+    let response = match post(&session, body, in_session).await {
         Ok(response) => response,
-        Err(e) => {
-            let why = format!("cannot reach the MCP server at {}: {e}", session.url);
+        Err(why) => {
             unanswered(&session, &requests, &why).await;
             return false;
         }
@@ -388,6 +366,28 @@ async fn exchange(
     };
     unanswered(&session, &requests, &why).await;
     true
+}
+
+/// POSTs one message; the sentence for the client when it cannot.
+async fn post(
+    session: &Session,
+    body: Vec<u8>,
+    in_session: bool,
+) -> Result<Response<Incoming>, String> {
+    let req = request(
+        session,
+        Method::POST,
+        "application/json, text/event-stream",
+        in_session,
+    )
+    .header(CONTENT_TYPE, "application/json")
+    .body(Full::new(Bytes::from(body)))
+    .map_err(|e| format!("cannot build the request: {e}"))?;
+    session
+        .client
+        .request(req)
+        .await
+        .map_err(|e| format!("cannot reach the MCP server at {}: {e}", session.url))
 }
 
 /// The server no longer knows the session it gave: 404, as the transport says, or the
