@@ -111,11 +111,8 @@ pub fn run(presence: BufReader<UnixStream>, url: &str, cap: usize, parent: i32) 
     // Every task (and with it the last sender of stdout's lines) ends with the runtime;
     // what was queued is written before the bridge exits, for as long as stdout takes it.
     drop(runtime);
-    let wait = match code {
-        EXIT_OK => DRAIN,
-        EXIT_PARENT_GONE => Duration::ZERO,
-        _ => LAST_WORDS,
-    };
+    // (A client that has died takes nothing more: the writes fail at once.)
+    let wait = if code == EXIT_OK { DRAIN } else { LAST_WORDS };
     let _ = written.recv_timeout(wait);
     code
 }

@@ -793,6 +793,12 @@ fn a_restarted_http_server_that_forgot_the_session_ends_the_bridge() {
     let mut bridge = Bridge::start(&dirs, "everything");
     let (_, _presence) = peer.accept();
     handshake(&mut bridge);
+    // Answered: the handshake's notification has reached the first server too.
+    send_json(
+        &mut bridge,
+        json!({"jsonrpc": "2.0", "id": 5, "method": "ping"}),
+    );
+    answer_to(&bridge, json!(5));
     let port: u16 = server
         .url
         .trim_start_matches("http://127.0.0.1:")
