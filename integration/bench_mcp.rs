@@ -29,7 +29,7 @@
 //! - `paiosctl mcp (stdio)` / `(http)` ([`paios_bridge`]): a paiosd running
 //!   server-everything as an `[mcp]` service over stdio (`share = "per-client"`) and
 //!   over HTTP, each client starting `paiosctl mcp everything`. Not measured (says
-//!   why) while `target/release/paiosctl mcp --help` fails.
+//!   why) when the release `paiosctl` beside this program has no `mcp` subcommand.
 //!
 //! Needs the MCP peers: `integration/mcp-peers/install` once. Run:
 //! `cargo build --release --bins --examples && target/release/examples/bench_mcp
@@ -338,6 +338,8 @@ struct Figures {
     p99_ms: f64,
     calls_per_s: f64,
     rss: Option<u64>,
+    /// The anonymous part of `rss`: the command's own memory.
+    anon: Option<u64>,
 }
 
 /// Measures the setup whose client command is `argv`.
@@ -354,12 +356,14 @@ fn measure(argv: &[OsString], args: &Args) -> Result<Figures, String> {
     }
     times.sort_by(f64::total_cmp);
     let rss = support::rss_bytes(conn.group.pid());
+    let anon = support::rss_anon_bytes(conn.group.pid());
     drop(conn);
     Ok(Figures {
         median_ms: percentile(&times, 0.5),
         p99_ms: percentile(&times, 0.99),
         calls_per_s: throughput(argv, args)?,
         rss,
+        anon,
     })
 }
 
@@ -393,11 +397,14 @@ fn report(setup: &str, figures: Result<Figures, String>, floor: Option<f64>) -> 
     match figures {
         Ok(f) => {
             let added = floor.map_or("—".to_string(), |d| format!("{:+.3} ms", f.median_ms - d));
-            let rss = f.rss.map_or("?".to_string(), |b| {
-                format!("{:.1} MiB", b as f64 / 1048576.0)
-            });
+            let mib = |b: Option<u64>| {
+                b.map_or("?".to_string(), |b| {
+                    format!("{:.1} MiB", b as f64 / 1048576.0)
+                })
+            };
+            let (rss, anon) = (mib(f.rss), mib(f.anon));
             println!(
-                "  {setup:<26} {:>8.3} ms {:>8.3} ms {added:>11} {:>9.0} calls/s {rss:>10}",
+                "  {setup:<26} {:>8.3} ms {:>8.3} ms {added:>11} {:>9.0} calls/s {rss:>10} {anon:>10}",
                 f.median_ms, f.p99_ms, f.calls_per_s
             );
             Some(f.median_ms)
@@ -451,7 +458,7 @@ fn supergateway_mcp_proxy(peers: &Peers, args: &Args) -> Result<Figures, String>
 
 /// `paiosctl mcp everything` against a paiosd serving server-everything as an `[mcp]`
 /// service, over stdio (a run per client) and over HTTP. Prints "not measured: ..."
-/// for both while the release `paiosctl` has no `mcp` subcommand.
+/// for both when the release `paiosctl` has no `mcp` subcommand (an old build).
 fn paios_bridge(peers: &Peers, args: &Args, floor: Option<f64>) {
     let bins = Bins::beside_exe();
     let missing = if !bins.paiosctl.is_file() || !bins.paiosd.is_file() {
@@ -561,8 +568,8 @@ fn main() {
         args.calls, args.clients, args.per_client
     );
     println!(
-        "  {:<26} {:>11} {:>11} {:>11} {:>17} {:>10}",
-        "setup", "median", "p99", "added", "throughput", "RSS"
+        "  {:<26} {:>11} {:>11} {:>11} {:>17} {:>10} {:>10}",
+        "setup", "median", "p99", "added", "throughput", "RSS", "anon RSS"
     );
     let floor = report("direct (stdio)", direct(&peers, &args), None);
     report("supergateway (http)", supergateway(&peers, &args), floor);

@@ -257,15 +257,26 @@ pub fn alive(pid: i32) -> bool {
 
 /// Resident memory of `pid` in bytes (Linux /proc).
 pub fn rss_bytes(pid: i32) -> Option<u64> {
+    status_kib(pid, "VmRSS:").map(|kib| kib * 1024)
+}
+
+/// The anonymous part of `pid`'s resident memory (heap, stacks: what is its own, not
+/// the program's and libraries' file pages, which other processes share), in bytes
+/// (Linux /proc).
+pub fn rss_anon_bytes(pid: i32) -> Option<u64> {
+    status_kib(pid, "RssAnon:").map(|kib| kib * 1024)
+}
+
+/// A `kB` figure of `/proc/PID/status`.
+fn status_kib(pid: i32, key: &str) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
+    status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(key))?
         .split_whitespace()
         .nth(1)?
         .parse()
-        .ok()?;
-    Some(kib * 1024)
+        .ok()
 }
 
 /// User plus system CPU of `pid`, all threads, in clock ticks (Linux /proc).

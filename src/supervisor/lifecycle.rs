@@ -417,12 +417,21 @@ impl Supervisor {
             // Only zombies are left: those that are paiosd's (re-parented members) are
             // collected now, so that "stopped" also means no trace in the process table.
             self.reap_all();
-            let same = self
+            let Some(run) = self
                 .services
                 .get(name)
                 .and_then(|s| s.run.as_ref())
-                .is_some_and(|r| r.id == run_id);
-            if same {
+                .filter(|r| r.id == run_id)
+            else {
+                return;
+            };
+            // A leader shown as a zombie that `waitpid` does not return yet is a
+            // multi-threaded process whose main thread has exited while its other
+            // threads have not: it is still running (or still exiting), so it is waited
+            // for, to be collected with its exit status.
+            if run.leader_exit.is_none() && self.os.group_exists(run.pgid) {
+                self.schedule_poll(name);
+            } else {
                 self.finish_run(name);
             }
         } else {

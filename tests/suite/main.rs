@@ -33,6 +33,7 @@ mod logs_pipes;
 mod logs_rotation;
 mod mcp_bridge;
 mod mcp_daemon;
+mod mcp_e2e;
 mod mcp_print_config;
 mod mcp_sdk;
 mod process_fixture;
