@@ -14,10 +14,12 @@ use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::probe::PingIds;
 use super::{Hello, Welcome, MAX_HELLO_BYTES, PROTOCOL_VERSION};
+use crate::health::ProbeEvent;
 
 /// How long a connection may take to send its hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,7 +64,22 @@ pub enum Admit {
         end: CancellationToken,
         /// Cancelled when the run is being stopped: its stdin is closed first.
         close_stdin: CancellationToken,
+        /// The run's pings, when its server has `[health] mcp = true`.
+        probe: Option<StdioProbe>,
     },
+}
+
+/// The pings of one client's run, sent on the connection's own pipe to it: where the
+/// results go and when they stop.
+#[derive(Debug)]
+pub struct StdioProbe {
+    /// The run's service entry and run, for its [`ProbeEvent`]s.
+    pub service: String,
+    pub run_id: u64,
+    pub cfg: crate::config::HealthConfig,
+    pub tx: mpsc::UnboundedSender<ProbeEvent>,
+    /// Cancelled when the run stops being probed (its stop has begun).
+    pub cancel: CancellationToken,
 }
 
 /// Creates `<state>/mcp` (0700) and binds `NAME.sock` in it (0600); the listener serves
@@ -181,6 +198,7 @@ async fn connection(mut stream: UnixStream, name: String, to_supervisor: mpsc::S
             stdout,
             end,
             close_stdin,
+            probe,
         } => {
             let mut ended = Copied::ClientGone;
             if send_welcome(&mut stream, &Welcome::Stdio { max_line }).await {
@@ -189,6 +207,7 @@ async fn connection(mut stream: UnixStream, name: String, to_supervisor: mpsc::S
                     stdout,
                     max_line,
                     leftover,
+                    probe,
                 };
                 ended = copy(stream, pipes, &end, &close_stdin, client, &to_supervisor).await;
             }
@@ -302,7 +321,13 @@ struct Pipes {
     max_line: u64,
     /// What the socket sent after the hello in the same read.
     leftover: Vec<u8>,
+    probe: Option<StdioProbe>,
 }
+
+/// A line of the run's stdout is held back (to see whether it answers a ping) up to
+/// this many bytes; a longer line is passed on as it comes and is never taken for a
+/// reply to a ping, which is a few dozen bytes.
+pub const HOLD_LINE: usize = 64 * 1024;
 
 /// Copies client lines to the run's stdin and the run's stdout to the client, until the
 /// run's stdout ends, the client goes, or the supervisor ends the client. Client EOF
@@ -329,10 +354,17 @@ async fn copy(
     let (read_half, mut write_half) = stream.into_split();
     let mut from_client = BufReader::new(std::io::Cursor::new(pipes.leftover).chain(read_half));
     let max_line = usize::try_from(pipes.max_line).unwrap_or(usize::MAX);
+    let ids = PingIds::new();
+    // The prober says which ping to send next; the stdout side, which pings were answered.
+    let (ping_tx, ping_rx) = watch::channel(0u64);
+    let (seen_tx, seen_rx) = watch::channel(0u64);
+    let probe = pipes.probe;
+    let probed = probe.is_some();
     let to_server = async {
         let mut stdin = stdin;
+        let pings = probed.then_some((ping_rx, &ids));
         let ended = tokio::select! {
-            ended = lines_to(&mut from_client, &mut stdin, max_line) => ended,
+            ended = lines_to(&mut from_client, &mut stdin, max_line, pings) => ended,
             () = close_stdin.cancelled() => ToServer::Closed,
         };
         drop(stdin);
@@ -340,11 +372,25 @@ async fn copy(
     };
     let to_client = async {
         let mut stdout = stdout;
-        tokio::io::copy(&mut stdout, &mut write_half).await
+        if probed {
+            replies_to(&mut stdout, &mut write_half, &ids, &seen_tx).await
+        } else {
+            tokio::io::copy(&mut stdout, &mut write_half)
+                .await
+                .map(drop)
+        }
     };
+    let pinger = async {
+        if let Some(p) = probe {
+            ping_loop(p, &ping_tx, &seen_rx).await;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::pin!(pinger);
     tokio::pin!(to_server, to_client);
     tokio::select! {
         () = end.cancelled() => Copied::ServerDone,
+        () = &mut pinger => Copied::ServerDone,
         copied = &mut to_client => match copied {
             Ok(_) => Copied::ServerDone,
             Err(_) => Copied::ClientGone,
@@ -386,13 +432,32 @@ enum ToServer {
 
 /// Copies whole lines: a line is held until its newline (never beyond `max`) and
 /// written in one piece, so no part of an oversized line reaches the server.
+///
+/// With `pings`, each ping the prober asks for is written between two lines: lines are
+/// only ever written whole, so the run's stdin is always at a line's start then (a
+/// client line still coming is held here, not half-written).
 async fn lines_to<R: AsyncBufRead + Unpin>(
     from: &mut R,
     to: &mut pipe::Sender,
     max: usize,
+    mut pings: Option<(watch::Receiver<u64>, &PingIds)>,
 ) -> ToServer {
     let mut line: Vec<u8> = Vec::new();
     loop {
+        if let Some((asked, ids)) = pings.as_mut() {
+            let ping = tokio::select! {
+                biased;
+                changed = asked.changed() => changed.ok().map(|()| *asked.borrow_and_update()),
+                // Cancel-safe: nothing is consumed until the data is used below.
+                _ = from.fill_buf() => None,
+            };
+            if let Some(n) = ping {
+                if to.write_all(&ids.line(n)).await.is_err() {
+                    return ToServer::Closed;
+                }
+                continue;
+            }
+        }
         let buf = match from.fill_buf().await {
             Ok([]) | Err(_) => return ToServer::Eof,
             Ok(buf) => buf,
@@ -426,4 +491,122 @@ async fn lines_to<R: AsyncBufRead + Unpin>(
             }
         }
     }
+}
+
+/// Copies the run's stdout to the client, taking out the replies to paiosd's pings
+/// (each is told to `seen`); every other byte goes through unchanged and in order.
+async fn replies_to(
+    from: &mut pipe::Receiver,
+    to: &mut tokio::net::unix::OwnedWriteHalf,
+    ids: &PingIds,
+    seen: &watch::Sender<u64>,
+) -> io::Result<()> {
+    let mut filter = ReplyFilter::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = Vec::with_capacity(buf.len());
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            out.clear();
+            filter.finish(&mut out);
+            to.write_all(&out).await?;
+            return Ok(());
+        }
+        out.clear();
+        filter.feed(&buf[..n], ids, &mut out, &mut |answered| {
+            seen.send_modify(|v| *v = (*v).max(answered));
+        });
+        if !out.is_empty() {
+            to.write_all(&out).await?;
+        }
+    }
+}
+
+/// The line-by-line sieve of [`replies_to`], without I/O.
+#[derive(Debug, Default)]
+struct ReplyFilter {
+    /// The start of a line whose end has not come yet (at most [`HOLD_LINE`] bytes).
+    held: Vec<u8>,
+    /// The current line outgrew [`HOLD_LINE`]: it goes through until its end.
+    passing: bool,
+}
+
+impl ReplyFilter {
+    /// Appends to `out` what of `chunk` goes to the client; a reply to a ping is given
+    /// to `answered` instead.
+    fn feed(
+        &mut self,
+        mut chunk: &[u8],
+        ids: &PingIds,
+        out: &mut Vec<u8>,
+        answered: &mut impl FnMut(u64),
+    ) {
+        while !chunk.is_empty() {
+            let (part, complete) = match memchr::memchr(b'\n', chunk) {
+                Some(i) => (&chunk[..=i], true),
+                None => (chunk, false),
+            };
+            chunk = &chunk[part.len()..];
+            if self.passing {
+                out.extend_from_slice(part);
+                self.passing = !complete;
+                continue;
+            }
+            if complete && self.held.is_empty() {
+                match ids.reply_to(part) {
+                    Some(n) => answered(n),
+                    None => out.extend_from_slice(part),
+                }
+                continue;
+            }
+            self.held.extend_from_slice(part);
+            if complete {
+                match ids.reply_to(&self.held) {
+                    Some(n) => answered(n),
+                    None => out.extend_from_slice(&self.held),
+                }
+                self.held.clear();
+            } else if self.held.len() > HOLD_LINE {
+                out.append(&mut self.held);
+                self.passing = true;
+            }
+        }
+    }
+
+    /// The stream has ended: a last line without its newline goes out as it is.
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.held);
+        self.passing = false;
+    }
+}
+
+/// Pings the run on the prober's cadence and reports each result: a reply to ping `n`
+/// within the timeout is alive; none is a failure.
+async fn ping_loop(probe: StdioProbe, asked: &watch::Sender<u64>, seen: &watch::Receiver<u64>) {
+    let StdioProbe {
+        service,
+        run_id,
+        cfg,
+        tx,
+        cancel,
+    } = probe;
+    let timeout = cfg.timeout;
+    let mut n = 0u64;
+    crate::health::probe_loop(service, run_id, &cfg, tx, cancel, || {
+        n += 1;
+        let this = n;
+        asked.send_replace(this);
+        let mut seen = seen.clone();
+        async move {
+            match tokio::time::timeout(timeout, seen.wait_for(|v| *v >= this)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(_)) => Err("the run's stdout has closed".to_string()),
+                Err(_) => Err(format!(
+                    "no reply to a JSON-RPC ping within {}",
+                    crate::units::format_duration(timeout)
+                )),
+            }
+        }
+    })
+    .await;
 }
