@@ -610,3 +610,76 @@ async fn ping_loop(probe: StdioProbe, asked: &watch::Sender<u64>, seen: &watch::
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sieve(chunks: &[&[u8]], ids: &PingIds) -> (Vec<u8>, Vec<u64>) {
+        let mut filter = ReplyFilter::default();
+        let (mut out, mut seen) = (Vec::new(), Vec::new());
+        for chunk in chunks {
+            filter.feed(chunk, ids, &mut out, &mut |n| seen.push(n));
+        }
+        filter.finish(&mut out);
+        (out, seen)
+    }
+
+    fn reply(ids: &PingIds, n: u64) -> String {
+        format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":\"{}\",\"result\":{{}}}}\n",
+            ids.id(n)
+        )
+    }
+
+    #[test]
+    fn replies_to_pings_are_taken_out_and_the_rest_goes_through() {
+        let ids = PingIds::with_nonce(1);
+        let a = "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"text\":\"x\"}}\n";
+        let b = "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\r\n";
+        let stream = format!("{a}{}{b}{}", reply(&ids, 1), reply(&ids, 2));
+        let bytes = stream.as_bytes();
+        let (out, seen) = sieve(&[bytes], &ids);
+        assert_eq!(out, format!("{a}{b}").as_bytes());
+        assert_eq!(seen, vec![1, 2]);
+        // The same stream cut at every byte, and byte by byte.
+        for cut in 0..bytes.len() {
+            let (out, seen) = sieve(&[&bytes[..cut], &bytes[cut..]], &ids);
+            assert_eq!(out, format!("{a}{b}").as_bytes(), "cut at {cut}");
+            assert_eq!(seen, vec![1, 2], "cut at {cut}");
+        }
+        let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(sieve(&singles, &ids).0, format!("{a}{b}").as_bytes());
+    }
+
+    #[test]
+    fn another_nonce_and_a_last_line_without_newline_go_through() {
+        let ids = PingIds::with_nonce(1);
+        let other = reply(&PingIds::with_nonce(2), 1);
+        let tail = "{\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{}}";
+        let stream = format!("{other}{tail}");
+        let (out, seen) = sieve(&[stream.as_bytes()], &ids);
+        assert_eq!(out, stream.as_bytes());
+        assert!(seen.is_empty());
+    }
+
+    #[test]
+    fn a_line_over_the_hold_passes_through_whole() {
+        let ids = PingIds::with_nonce(1);
+        // A huge line that even contains the ping's id: passed on, never held whole.
+        let mut long = format!("{{\"id\":\"{}\",\"result\":\"", ids.id(1)).into_bytes();
+        long.extend(std::iter::repeat_n(b'x', HOLD_LINE * 2));
+        long.extend_from_slice(b"\"}\n");
+        let mut stream = long.clone();
+        stream.extend_from_slice(reply(&ids, 2).as_bytes());
+        let chunks: Vec<&[u8]> = stream.chunks(4096).collect();
+        let mut filter = ReplyFilter::default();
+        let (mut out, mut seen) = (Vec::new(), Vec::new());
+        for chunk in chunks {
+            filter.feed(chunk, &ids, &mut out, &mut |n| seen.push(n));
+            assert!(filter.held.len() <= HOLD_LINE + 4096);
+        }
+        assert_eq!(out, long);
+        assert_eq!(seen, vec![2]);
+    }
+}
