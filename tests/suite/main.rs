@@ -33,6 +33,7 @@ mod logs_pipes;
 mod logs_rotation;
 mod mcp_bridge;
 mod mcp_daemon;
+mod mcp_probe;
 mod mcp_sdk;
 mod process_fixture;
 mod process_groups;
