@@ -3,7 +3,9 @@
 //! a request without a session with a JSON-RPC error) is healthy while it answers and
 //! is restarted, recorded `hung`, once SIGSTOPped; a per-client stdio run is pinged on
 //! paiosd's pipe to it, its client never sees a ping or its reply, and a SIGSTOPped run
-//! is ended, recorded `hung`, and its client's connection closed.
+//! is ended, recorded `hung`, and its client's connection closed. And the HTTP ping
+//! against fixture servers: a result, -32601 or an event stream is alive; a reply to
+//! another id, an HTML 404, an empty 202 or silence is not.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -286,4 +288,172 @@ fn a_client_run_is_pinged_unseen_and_ended_as_hung_when_stopped() {
     // Nothing to restart for that client; the next client gets a run of its own.
     let mut next = Conn::hello(&d, "echo");
     next.echo(1, "again");
+}
+
+/// How the fixture HTTP server answers a ping.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    /// 200, a JSON body with the ping's id and a result.
+    Result,
+    /// 200, a JSON body with the ping's id and -32601 (a server without `ping`).
+    MethodNotFound,
+    /// 200, an event stream: a notification, then the reply, and the stream left open.
+    Events,
+    /// 200, a JSON reply to another id.
+    OtherId,
+    /// 404 with an HTML page.
+    Html404,
+    /// 202 with no body.
+    Accepted,
+    /// Reads the request and never answers.
+    Silent,
+}
+
+/// A one-connection-at-a-time HTTP server on its own thread; the request it saw last
+/// (head and body) is kept.
+struct Fixture {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Fixture {
+    fn start(answer: Answer) -> Fixture {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let keep = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let keep = keep.clone();
+                std::thread::spawn(move || {
+                    let request = read_request(&mut stream);
+                    *keep.lock().expect("seen") = request.clone();
+                    let id = request
+                        .split("\r\n\r\n")
+                        .nth(1)
+                        .and_then(|b| serde_json::from_str::<Value>(b).ok())
+                        .map(|v| v["id"].clone())
+                        .unwrap_or(Value::Null);
+                    let json = |body: Value| {
+                        let body = body.to_string();
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                    };
+                    let response = match answer {
+                        Answer::Result => json(json!({"jsonrpc": "2.0", "id": id, "result": {}})),
+                        Answer::MethodNotFound => json(json!({"jsonrpc": "2.0", "id": id,
+                            "error": {"code": -32601, "message": "Method not found"}})),
+                        Answer::OtherId => json(json!({"jsonrpc": "2.0", "id": "1", "result": {}})),
+                        Answer::Events => format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n\
+                             event: message\r\ndata: {}\r\n\r\n: keep-alive\r\n\r\ndata: {}\r\n\r\n",
+                            json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {}}),
+                            json!({"jsonrpc": "2.0", "id": id, "result": {}})
+                        ),
+                        Answer::Html404 => "HTTP/1.1 404 Not Found\r\ncontent-type: text/html\r\n\
+                             content-length: 9\r\n\r\nnot found"
+                            .to_string(),
+                        Answer::Accepted => "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n".to_string(),
+                        Answer::Silent => String::new(),
+                    };
+                    let _ = stream.write_all(response.as_bytes());
+                    // Held open (an event stream, a silent server) until the client goes.
+                    let mut sink = [0u8; 64];
+                    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+                });
+            }
+        });
+        Fixture { port, seen }
+    }
+
+    fn probe(&self) -> paios::config::Probe {
+        let url = format!("http://127.0.0.1:{}/mcp", self.port);
+        paios::config::Probe::Mcp(paios::config::McpEndpoint::Http(
+            url.parse().expect("a URL"),
+        ))
+    }
+}
+
+/// The request head and its body (by its content-length).
+fn read_request(stream: &mut std::net::TcpStream) -> String {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let Ok(n) = stream.read(&mut buf) else { break };
+        if n == 0 {
+            break;
+        }
+        data.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&data).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return text;
+            }
+        }
+    }
+    String::from_utf8_lossy(&data).into_owned()
+}
+
+#[tokio::test]
+async fn an_http_ping_counts_any_json_rpc_reply_and_nothing_else() {
+    let timeout = Duration::from_millis(1500);
+    for answer in [Answer::Result, Answer::MethodNotFound, Answer::Events] {
+        let f = Fixture::start(answer);
+        let result = paios::health::probe_once(&f.probe(), timeout).await;
+        assert_eq!(result, Ok(()), "{answer:?}");
+        let seen = f.seen.lock().expect("seen").to_ascii_lowercase();
+        assert!(seen.starts_with("post /mcp http/1.1\r\n"), "{seen}");
+        assert!(
+            seen.contains("content-type: application/json\r\n"),
+            "{seen}"
+        );
+        assert!(
+            seen.contains("accept: application/json, text/event-stream\r\n"),
+            "{seen}"
+        );
+        assert!(!seen.contains("mcp-session-id"), "{seen}");
+        assert!(seen.contains("\"method\":\"ping\""), "{seen}");
+        assert!(seen.contains("\"id\":\"paios-probe-"), "{seen}");
+    }
+    let failures = [
+        (
+            Answer::OtherId,
+            "HTTP 200 (application/json) without a JSON-RPC reply",
+        ),
+        (
+            Answer::Html404,
+            "HTTP 404 (text/html) without a JSON-RPC reply",
+        ),
+        (
+            Answer::Accepted,
+            "HTTP 202 (no content type) without a JSON-RPC reply",
+        ),
+        (Answer::Silent, "timed out after 1s500ms"),
+    ];
+    for (answer, want) in failures {
+        let f = Fixture::start(answer);
+        let result = paios::health::probe_once(&f.probe(), timeout).await;
+        let err = result.expect_err(&format!("{answer:?} counted as alive"));
+        assert!(err.contains(want), "{answer:?}: {err}");
+    }
+    // Nothing listening: the connection error, as for an `http` probe.
+    let port = mcp_peers::free_port();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let probe =
+        paios::config::Probe::Mcp(paios::config::McpEndpoint::Http(url.parse().expect("url")));
+    let err = paios::health::probe_once(&probe, timeout)
+        .await
+        .expect_err("refused");
+    assert!(err.contains("connection refused"), "{err}");
 }
