@@ -682,4 +682,58 @@ mod tests {
         assert_eq!(out, long);
         assert_eq!(seen, vec![2]);
     }
+
+    #[tokio::test]
+    async fn a_ping_never_lands_inside_a_client_line() {
+        use tokio::io::AsyncWriteExt as _;
+        let ids = PingIds::with_nonce(1);
+        let (read_fd, write_fd) = nix::unistd::pipe().expect("pipe");
+        let mut to_run = pipe::Sender::from_owned_fd(write_fd).expect("sender");
+        let mut run_reads = pipe::Receiver::from_owned_fd(read_fd).expect("receiver");
+        let (mut client, socket) = tokio::io::duplex(1024);
+        let mut from_client = BufReader::new(socket);
+        let (asked, pings) = watch::channel(0u64);
+        let copying = lines_to(&mut from_client, &mut to_run, 1 << 20, Some((pings, &ids)));
+        let driving = async {
+            client
+                .write_all(b"{\"id\":1,\"method\":\"a\"}\n{\"id\":2,")
+                .await
+                .expect("write");
+            tokio::task::yield_now().await;
+            // A ping asked for while the second line is half sent goes before it.
+            asked.send_replace(1);
+            tokio::task::yield_now().await;
+            client
+                .write_all(b"\"method\":\"b\"}\n")
+                .await
+                .expect("write");
+            tokio::task::yield_now().await;
+            asked.send_replace(2);
+            tokio::task::yield_now().await;
+            drop(client);
+        };
+        let (ended, ()) = tokio::join!(copying, driving);
+        assert!(matches!(ended, ToServer::Eof));
+        drop(to_run);
+        let mut got = Vec::new();
+        run_reads.read_to_end(&mut got).await.expect("read");
+        // Whole lines only, the client's in their order, each ping once.
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        let (pinged, theirs): (Vec<&str>, Vec<&str>) =
+            lines.iter().partition(|l| l.contains("paios-probe-"));
+        assert_eq!(
+            theirs,
+            [
+                "{\"id\":1,\"method\":\"a\"}\n",
+                "{\"id\":2,\"method\":\"b\"}\n"
+            ],
+            "{text}"
+        );
+        let want: Vec<String> = [1, 2]
+            .iter()
+            .map(|&n| String::from_utf8_lossy(&ids.line(n)).into_owned())
+            .collect();
+        assert_eq!(pinged, want, "{text}");
+    }
 }
