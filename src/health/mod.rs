@@ -58,16 +58,17 @@ pub fn spawn_prober(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let (probe, timeout) = (&cfg.probe, cfg.timeout);
-        probe_loop(service, run_id, &cfg, tx, cancel, || {
-            probe_once(probe, timeout)
+        probe_loop(service, run_id, &cfg, tx, cancel, || async move {
+            Some(probe_once(probe, timeout).await)
         })
         .await;
     })
 }
 
 /// The prober's cadence around any one probe: `probe()` starts one probe, which cuts
-/// itself off at its timeout. [`spawn_prober`] runs it for the configured probe; an MCP
-/// server's client connection runs it for the pings on its own pipe.
+/// itself off at its timeout; `None` is a probe that could not tell (nothing is
+/// reported). [`spawn_prober`] runs it for the configured probe; an MCP server's client
+/// connection runs it for the pings on its own pipe.
 pub async fn probe_loop<F, Fut>(
     service: String,
     run_id: u64,
@@ -77,7 +78,7 @@ pub async fn probe_loop<F, Fut>(
     mut probe: F,
 ) where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    Fut: std::future::Future<Output = Option<Result<(), String>>>,
 {
     let interval = cfg.interval.max(MIN_INTERVAL);
     let mut next = Instant::now();
@@ -97,6 +98,7 @@ pub async fn probe_loop<F, Fut>(
             _ = cancel.cancelled() => return,
             result = probe() => result,
         };
+        let Some(result) = result else { continue };
         let event = ProbeEvent {
             service: service.clone(),
             run_id,

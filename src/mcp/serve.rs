@@ -9,6 +9,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -360,6 +361,9 @@ async fn copy(
     let (seen_tx, seen_rx) = watch::channel(0u64);
     let probe = pipes.probe;
     let probed = probe.is_some();
+    // Set while the client is not taking what the run wrote: a ping's reply may then
+    // be stuck behind it, which says nothing about the run.
+    let backed_up = AtomicBool::new(false);
     let to_server = async {
         let mut stdin = stdin;
         let pings = probed.then_some((ping_rx, &ids));
@@ -373,7 +377,7 @@ async fn copy(
     let to_client = async {
         let mut stdout = stdout;
         if probed {
-            replies_to(&mut stdout, &mut write_half, &ids, &seen_tx).await
+            replies_to(&mut stdout, &mut write_half, &ids, &seen_tx, &backed_up).await
         } else {
             tokio::io::copy(&mut stdout, &mut write_half)
                 .await
@@ -382,7 +386,7 @@ async fn copy(
     };
     let pinger = async {
         if let Some(p) = probe {
-            ping_loop(p, &ping_tx, &seen_rx).await;
+            ping_loop(p, &ping_tx, &seen_rx, &backed_up).await;
         }
         std::future::pending::<()>().await
     };
@@ -500,6 +504,7 @@ async fn replies_to(
     to: &mut tokio::net::unix::OwnedWriteHalf,
     ids: &PingIds,
     seen: &watch::Sender<u64>,
+    backed_up: &AtomicBool,
 ) -> io::Result<()> {
     let mut filter = ReplyFilter::default();
     let mut buf = vec![0u8; 64 * 1024];
@@ -517,7 +522,9 @@ async fn replies_to(
             seen.send_modify(|v| *v = (*v).max(answered));
         });
         if !out.is_empty() {
+            backed_up.store(true, Ordering::Relaxed);
             to.write_all(&out).await?;
+            backed_up.store(false, Ordering::Relaxed);
         }
     }
 }
@@ -581,8 +588,15 @@ impl ReplyFilter {
 }
 
 /// Pings the run on the prober's cadence and reports each result: a reply to ping `n`
-/// within the timeout is alive; none is a failure.
-async fn ping_loop(probe: StdioProbe, asked: &watch::Sender<u64>, seen: &watch::Receiver<u64>) {
+/// within the timeout is alive; none is a failure, unless the client was not taking
+/// the run's output then (the run may be blocked writing to it, its reply stuck behind
+/// what the client does not read): that ping is not counted either way.
+async fn ping_loop(
+    probe: StdioProbe,
+    asked: &watch::Sender<u64>,
+    seen: &watch::Receiver<u64>,
+    backed_up: &AtomicBool,
+) {
     let StdioProbe {
         service,
         run_id,
@@ -599,12 +613,13 @@ async fn ping_loop(probe: StdioProbe, asked: &watch::Sender<u64>, seen: &watch::
         let mut seen = seen.clone();
         async move {
             match tokio::time::timeout(timeout, seen.wait_for(|v| *v >= this)).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(_)) => Err("the run's stdout has closed".to_string()),
-                Err(_) => Err(format!(
+                Ok(Ok(_)) => Some(Ok(())),
+                Ok(Err(_)) => Some(Err("the run's stdout has closed".to_string())),
+                Err(_) if backed_up.load(Ordering::Relaxed) => None,
+                Err(_) => Some(Err(format!(
                     "no reply to a JSON-RPC ping within {}",
                     crate::units::format_duration(timeout)
-                )),
+                ))),
             }
         }
     })
