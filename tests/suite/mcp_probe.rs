@@ -456,3 +456,74 @@ async fn an_http_ping_counts_any_json_rpc_reply_and_nothing_else() {
         .expect_err("refused");
     assert!(err.contains("connection refused"), "{err}");
 }
+
+#[test]
+fn a_client_that_does_not_read_does_not_make_its_run_hung() {
+    let dirs = common::TestDirs::new();
+    let log = dirs.file("methods.log");
+    let service = format!(
+        "command = [\"/usr/bin/python3\", {}]\nenv = {{ MCP_ECHO_LOG = {} }}\n\
+         [mcp]\ntransport = \"stdio\"\n\
+         [health]\nmcp = true\ninterval = \"50ms\"\ntimeout = \"300ms\"\nfailures = 2\nstart_period = \"0s\"\n",
+        common::toml_str(&echo_server()),
+        common::toml_str(&log.display().to_string())
+    );
+    dirs.write_service("echo", &service);
+    let d = Daemon::start_in(dirs);
+    let mut c = Conn::hello(&d, "echo");
+    c.echo(1, "first");
+    let run = d.row("echo")["mcp"]["clients"][0]["run_pid"]
+        .as_i64()
+        .expect("the client's run") as i32;
+    d.guard.borrow_mut().group(run);
+
+    // Calls with large answers, none read: the socket and the run's stdout fill up,
+    // and the run blocks writing its answers.
+    const CALLS: u64 = 200;
+    let big = "y".repeat(64 * 1024);
+    let mut writer = c.writer.try_clone().expect("clone");
+    let sending = std::thread::spawn(move || {
+        for id in 2..2 + CALLS {
+            let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"text": big}}});
+            if writer.write_all(format!("{call}\n").as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    let calls = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == "tools/call")
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || calls() >= 5),
+        "the run never got the calls"
+    );
+    // Many probe periods while the client reads nothing: the run is not taken for hung.
+    let watched_until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < watched_until {
+        let row = d.row("echo");
+        assert_eq!(row["mcp"]["clients"][0]["run_pid"], run, "{row}");
+        assert!(paios::process::group_alive(run), "the run's group is gone");
+    }
+    // Once the client reads, every answer arrives, in order, with no ping's among them.
+    for id in 2..2 + CALLS {
+        let line = c.line().expect("an answer");
+        assert!(
+            !line.contains("paios-probe"),
+            "a probe's reply reached the client"
+        );
+        let reply: Value = serde_json::from_str(&line).expect("JSON");
+        assert_eq!(reply["id"], id);
+    }
+    sending.join().expect("the sender");
+    c.echo(2 + CALLS, "last");
+    assert!(
+        !ledger(&d).iter().any(|r| r["outcome"] == "hung"),
+        "{:?}",
+        ledger(&d)
+    );
+}
