@@ -4,7 +4,8 @@ stdin and stdout, with one tool, `echo`, that answers with the text it is given.
 
 It answers initialize, ping, tools/list and tools/call; notifications are ignored and
 any other method is -32601. With MCP_ECHO_IGNORE_EOF=1 it does not exit when its stdin
-closes (a server that only a signal ends)."""
+closes (a server that only a signal ends). With MCP_ECHO_LOG=PATH it appends the method
+of every request it reads to PATH, one a line."""
 
 import json
 import os
@@ -47,6 +48,8 @@ def answer(request):
 
 def main():
     out = sys.stdout
+    log_path = os.environ.get("MCP_ECHO_LOG")
+    log = open(log_path, "a", buffering=1) if log_path else None
     for line in sys.stdin:
         try:
             request = json.loads(line)
@@ -57,6 +60,8 @@ def main():
             continue
         if not isinstance(request, dict) or "id" not in request:
             continue  # a notification (or a response): nothing to answer
+        if log is not None:
+            log.write("%s\n" % request.get("method"))
         result, error = answer(request)
         reply = {"jsonrpc": "2.0", "id": request["id"]}
         if error is None:

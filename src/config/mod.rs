@@ -34,6 +34,7 @@
 //! | `health.http` | string | — | `http://HOST:PORT/PATH`; one of `http` / `tcp` / `exec` |
 //! | `health.tcp` | string | — | `HOST:PORT` |
 //! | `health.exec` | array of strings | — | healthy when it exits 0 |
+//! | `health.mcp` | bool | `false` | `true`: a JSON-RPC `ping` over the `[mcp]` transport; any reply is alive |
 //! | `health.expect_status` | integer | any 2xx | 100 to 599, `http` only |
 //! | `health.interval` | duration | `10s` | > 0 |
 //! | `health.timeout` | duration | `2s` | > 0 |
@@ -279,6 +280,17 @@ pub enum Probe {
     Exec {
         argv: Vec<String>,
     },
+    /// `mcp = true`: a JSON-RPC `ping` over the server's `[mcp]` transport.
+    Mcp(McpEndpoint),
+}
+
+/// Where an MCP probe's `ping` goes: the server's own transport.
+#[derive(Debug, Clone, PartialEq)]
+pub enum McpEndpoint {
+    /// Each client's run, on paiosd's own pipe to it.
+    Stdio,
+    /// An HTTP POST to the server's `[mcp] url`.
+    Http(probe::HttpTarget),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -466,7 +478,7 @@ fn shared_probe_ports(
         let (key, written, target) = match &health.probe {
             Probe::Http { url, .. } => ("health.http", url.to_string(), (&url.host, url.port)),
             Probe::Tcp { addr } => ("health.tcp", addr.to_string(), (&addr.host, addr.port)),
-            Probe::Exec { .. } => continue,
+            Probe::Exec { .. } | Probe::Mcp(_) => continue,
         };
         let host = match target.0.to_ascii_lowercase().as_str() {
             "localhost" | "127.0.0.1" => "127.0.0.1".to_string(),
@@ -731,6 +743,7 @@ pub fn summary_at(svc: &ServiceConfig, now: DateTime<Utc>) -> String {
             Probe::Http { url, .. } => url.to_string(),
             Probe::Tcp { addr } => format!("tcp:{addr}"),
             Probe::Exec { argv } => format!("exec:{}", show_argv(argv)),
+            Probe::Mcp(_) => "mcp".to_string(),
         };
         extra.push(format!("health={probe}"));
     }

@@ -13,9 +13,9 @@ use super::expand::EnvLookup;
 use super::reader::{Ctx, Field, Section};
 use super::schedule;
 use super::{
-    probe, BackoffConfig, ConfigError, HealthConfig, LimitConfig, LogSettings, McpConfig, McpShare,
-    McpTransport, MemoryConfig, OnFailure, Probe, RestartConfig, RestartPolicy, ServiceConfig,
-    StopConfig, TaskConfig,
+    probe, BackoffConfig, ConfigError, HealthConfig, LimitConfig, LogSettings, McpConfig,
+    McpEndpoint, McpShare, McpTransport, MemoryConfig, OnFailure, Probe, RestartConfig,
+    RestartPolicy, ServiceConfig, StopConfig, TaskConfig,
 };
 use crate::process;
 
@@ -128,24 +128,6 @@ fn read_root(
         Some(f) => f.section().and_then(|s| read_stop(&s)),
         None => Some(default_stop()),
     };
-    let health = root.get("health").and_then(|f| {
-        if is_task {
-            f.error_help(
-                "tasks have no health probes: a task runs to completion",
-                "use `timeout` to bound a task's run",
-            );
-            return None;
-        }
-        f.section().and_then(|s| read_health(&s))
-    });
-    let memory = root
-        .get("memory")
-        .and_then(|f| f.section())
-        .and_then(|s| read_memory(&s));
-    let logs = match root.get("logs") {
-        Some(f) => f.section().map(|s| read_logs(&s, global_logs)),
-        None => Some(global_logs),
-    };
     let mcp = match root.get("mcp") {
         Some(f) if is_task => {
             f.error_help(
@@ -156,6 +138,30 @@ fn read_root(
         }
         Some(f) => f.section().and_then(|s| read_mcp(&s)).map(Some),
         None => Some(None),
+    };
+    let mcp_table = root.get("mcp").is_some();
+    let health = root.get("health").and_then(|f| {
+        if is_task {
+            f.error_help(
+                "tasks have no health probes: a task runs to completion",
+                "use `timeout` to bound a task's run",
+            );
+            return None;
+        }
+        let mcp = match &mcp {
+            Some(Some(cfg)) => McpSeen::Valid(cfg),
+            _ if mcp_table => McpSeen::Broken,
+            _ => McpSeen::Absent,
+        };
+        f.section().and_then(|s| read_health(&s, mcp))
+    });
+    let memory = root
+        .get("memory")
+        .and_then(|f| f.section())
+        .and_then(|s| read_memory(&s));
+    let logs = match root.get("logs") {
+        Some(f) => f.section().map(|s| read_logs(&s, global_logs)),
+        None => Some(global_logs),
     };
 
     Some(Parsed {
@@ -617,26 +623,46 @@ fn read_mcp(s: &Section<'_>) -> Option<McpConfig> {
     ok.then_some(cfg)
 }
 
-fn read_health(s: &Section<'_>) -> Option<HealthConfig> {
+/// What the file's `[mcp]` table is, for `[health] mcp = true`.
+#[derive(Clone, Copy)]
+enum McpSeen<'c> {
+    Absent,
+    /// Present with errors of its own, already reported.
+    Broken,
+    Valid(&'c McpConfig),
+}
+
+fn read_health(s: &Section<'_>, mcp: McpSeen<'_>) -> Option<HealthConfig> {
     let mut ok = true;
+    // `mcp = false` is no probe at all; a wrongly typed `mcp` is an error here.
+    let mcp_field = s.get("mcp").filter(|f| match f.bool() {
+        Some(on) => on,
+        None => {
+            ok = false;
+            false
+        }
+    });
     let probes: Vec<Field<'_>> = ["http", "tcp", "exec"]
         .into_iter()
         .filter_map(|k| s.get(k))
+        .chain(mcp_field)
         .collect();
     let mut probe = None;
     match probes.as_slice() {
+        [] if !ok => {}
         [] => {
             s.error(
                 "http",
-                "a [health] table needs one probe: `http`, `tcp` or `exec`",
+                "a [health] table needs one probe: `http`, `tcp`, `exec` or `mcp`",
                 Some("e.g. http = \"http://127.0.0.1:3001/health\"".to_string()),
             );
             ok = false;
         }
+        [f] if f.key.rsplit('.').next() == Some("mcp") => probe = read_mcp_probe(f, mcp),
         [f] => probe = read_probe(f),
         [_, second, ..] => {
             second.error_help(
-                "only one probe per service: `http`, `tcp` or `exec`",
+                "only one probe per service: `http`, `tcp`, `exec` or `mcp`",
                 "keep the one that best shows the service is working",
             );
             ok = false;
@@ -698,6 +724,33 @@ fn read_health(s: &Section<'_>) -> Option<HealthConfig> {
     s.finish(&|_| None);
     cfg.probe = probe?;
     ok.then_some(cfg)
+}
+
+/// `mcp = true`: the ping goes over the service's own `[mcp]` transport.
+fn read_mcp_probe(f: &Field<'_>, mcp: McpSeen<'_>) -> Option<Probe> {
+    match mcp {
+        McpSeen::Absent => {
+            f.error_help(
+                "`mcp = true` pings an MCP server, and this service has no [mcp] table",
+                "add [mcp] with its `transport`, or probe with `http`, `tcp` or `exec`",
+            );
+            None
+        }
+        McpSeen::Broken => None,
+        McpSeen::Valid(cfg) => match cfg.transport {
+            McpTransport::Stdio => Some(Probe::Mcp(McpEndpoint::Stdio)),
+            McpTransport::Http => {
+                let url = cfg.url.as_deref().unwrap_or_default();
+                match probe::parse_http_url(url) {
+                    Ok(url) => Some(Probe::Mcp(McpEndpoint::Http(url))),
+                    Err(e) => {
+                        f.error(e);
+                        None
+                    }
+                }
+            }
+        },
+    }
 }
 
 fn read_probe(f: &Field<'_>) -> Option<Probe> {

@@ -129,7 +129,8 @@ pub fn probe_port(probe: &Probe) -> Option<u16> {
     match probe {
         Probe::Tcp { addr } => Some(addr.port),
         Probe::Http { url, .. } => Some(url.port),
-        Probe::Exec { .. } => None,
+        Probe::Mcp(crate::config::McpEndpoint::Http(url)) => Some(url.port),
+        Probe::Exec { .. } | Probe::Mcp(crate::config::McpEndpoint::Stdio) => None,
     }
 }
 

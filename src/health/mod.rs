@@ -1,4 +1,4 @@
-//! Health probes (HTTP, TCP, command): the effect behind promise 6 (hangs are found).
+//! Health probes (HTTP, TCP, command, MCP ping): the effect behind promise 6 (hangs are found).
 //!
 //! Each service with a `[health]` section gets a prober: its own tokio task that runs
 //! one probe at a time on a fixed cadence and sends every result to the supervisor as
@@ -57,34 +57,57 @@ pub fn spawn_prober(
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let interval = cfg.interval.max(MIN_INTERVAL);
-        let mut next = Instant::now();
-        loop {
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep_until(next) => {}
-            }
-            let started = Instant::now();
-            // An absurd interval means "once": a deadline past Instant's range would panic.
-            next = started
-                .checked_add(interval)
-                .unwrap_or_else(|| started + FAR_FUTURE);
-            let result = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return,
-                result = probe_once(&cfg.probe, cfg.timeout) => result,
-            };
-            let event = ProbeEvent {
-                service: service.clone(),
-                run_id,
-                ok: result.is_ok(),
-                error: result.err(),
-                elapsed: started.elapsed(),
-            };
-            if tx.send(event).is_err() {
-                return;
-            }
-        }
+        let (probe, timeout) = (&cfg.probe, cfg.timeout);
+        probe_loop(service, run_id, &cfg, tx, cancel, || async move {
+            Some(probe_once(probe, timeout).await)
+        })
+        .await;
     })
+}
+
+/// The prober's cadence around any one probe: `probe()` starts one probe, which cuts
+/// itself off at its timeout; `None` is a probe that could not tell (nothing is
+/// reported). [`spawn_prober`] runs it for the configured probe; an MCP server's client
+/// connection runs it for the pings on its own pipe.
+pub async fn probe_loop<F, Fut>(
+    service: String,
+    run_id: u64,
+    cfg: &HealthConfig,
+    tx: UnboundedSender<ProbeEvent>,
+    cancel: CancellationToken,
+    mut probe: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<Result<(), String>>>,
+{
+    let interval = cfg.interval.max(MIN_INTERVAL);
+    let mut next = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        let started = Instant::now();
+        // An absurd interval means "once": a deadline past Instant's range would panic.
+        next = started
+            .checked_add(interval)
+            .unwrap_or_else(|| started + FAR_FUTURE);
+        let result = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            result = probe() => result,
+        };
+        let Some(result) = result else { continue };
+        let event = ProbeEvent {
+            service: service.clone(),
+            run_id,
+            ok: result.is_ok(),
+            error: result.err(),
+            elapsed: started.elapsed(),
+        };
+        if tx.send(event).is_err() {
+            return;
+        }
+    }
 }

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::config::probe::{host_port, HttpTarget, TcpTarget};
-use crate::config::Probe;
+use crate::config::{McpEndpoint, Probe};
 use crate::process::{self, watch, ExitStatus, SpawnSpec};
 use crate::units::format_duration;
 
@@ -41,6 +41,14 @@ pub async fn probe_once(probe: &Probe, timeout: Duration) -> Result<(), String> 
         }
         Probe::Tcp { addr } => with_timeout(timeout, tcp_probe(addr)).await,
         Probe::Exec { argv } => exec_probe(argv, timeout).await,
+        Probe::Mcp(McpEndpoint::Http(url)) => {
+            let ids = crate::mcp::probe::PingIds::new();
+            with_timeout(timeout, crate::mcp::probe::http_ping(url, &ids, 1)).await
+        }
+        // Each client's run is pinged on its own connection, by `mcp::serve`.
+        Probe::Mcp(McpEndpoint::Stdio) => {
+            Err("an MCP probe over stdio runs on each client's connection".to_string())
+        }
     }
 }
 
@@ -56,7 +64,7 @@ async fn with_timeout(
 
 /// `host:port` resolved (a name through the system resolver, off the runtime thread),
 /// then the addresses tried in order until one accepts.
-async fn connect(host: &str, port: u16) -> Result<(TcpStream, SocketAddr), String> {
+pub(crate) async fn connect(host: &str, port: u16) -> Result<(TcpStream, SocketAddr), String> {
     let shown = host_port(host, port);
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
@@ -144,7 +152,7 @@ async fn http_probe(target: &HttpTarget, expect_status: Option<u16>) -> Result<(
     }
 }
 
-fn http_error(e: &hyper::Error, addr: SocketAddr) -> String {
+pub(crate) fn http_error(e: &hyper::Error, addr: SocketAddr) -> String {
     // hyper's own text is terse ("connection error"); the cause is in its sources.
     let mut cause = None;
     let mut source = std::error::Error::source(e);

@@ -22,6 +22,7 @@ mod jsonrpc;
 mod parent_linux;
 #[cfg(target_os = "macos")]
 mod parent_macos;
+pub mod probe;
 mod sse;
 #[cfg(target_os = "linux")]
 mod trim_linux;

@@ -9,15 +9,18 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::probe::PingIds;
 use super::{Hello, Welcome, MAX_HELLO_BYTES, PROTOCOL_VERSION};
+use crate::health::ProbeEvent;
 
 /// How long a connection may take to send its hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,7 +72,22 @@ pub enum Admit {
         end: CancellationToken,
         /// Cancelled when the run is being stopped: its stdin is closed first.
         close_stdin: CancellationToken,
+        /// The run's pings, when its server has `[health] mcp = true`.
+        probe: Option<StdioProbe>,
     },
+}
+
+/// The pings of one client's run, sent on the connection's own pipe to it: where the
+/// results go and when they stop.
+#[derive(Debug)]
+pub struct StdioProbe {
+    /// The run's service entry and run, for its [`ProbeEvent`]s.
+    pub service: String,
+    pub run_id: u64,
+    pub cfg: crate::config::HealthConfig,
+    pub tx: mpsc::UnboundedSender<ProbeEvent>,
+    /// Cancelled when the run stops being probed (its stop has begun).
+    pub cancel: CancellationToken,
 }
 
 /// Creates `<state>/mcp` (0700) and binds `NAME.sock` in it (0600); the listener serves
@@ -188,6 +206,7 @@ async fn connection(mut stream: UnixStream, name: String, to_supervisor: mpsc::S
             stdout,
             end,
             close_stdin,
+            probe,
         } => {
             let mut ended = Copied::ClientGone;
             if send_welcome(&mut stream, &Welcome::Stdio { max_line }).await {
@@ -196,6 +215,7 @@ async fn connection(mut stream: UnixStream, name: String, to_supervisor: mpsc::S
                     stdout,
                     max_line,
                     leftover,
+                    probe,
                 };
                 ended = copy(stream, pipes, &end, &close_stdin, client, &to_supervisor).await;
             }
@@ -309,7 +329,13 @@ struct Pipes {
     max_line: u64,
     /// What the socket sent after the hello in the same read.
     leftover: Vec<u8>,
+    probe: Option<StdioProbe>,
 }
+
+/// A line of the run's stdout is held back (to see whether it answers a ping) up to
+/// this many bytes; a longer line is passed on as it comes and is never taken for a
+/// reply to a ping, which is a few dozen bytes.
+pub const HOLD_LINE: usize = 64 * 1024;
 
 /// Copies client lines to the run's stdin and the run's stdout to the client, until the
 /// run's stdout ends, the client goes, or the supervisor ends the client. Client EOF
@@ -345,10 +371,20 @@ async fn copy(
     let (read_half, mut write_half) = stream.into_split();
     let mut from_client = BufReader::new(std::io::Cursor::new(pipes.leftover).chain(read_half));
     let max_line = usize::try_from(pipes.max_line).unwrap_or(usize::MAX);
+    let ids = PingIds::new();
+    // The prober says which ping to send next; the stdout side, which pings were answered.
+    let (ping_tx, ping_rx) = watch::channel(0u64);
+    let (seen_tx, seen_rx) = watch::channel(0u64);
+    let probe = pipes.probe;
+    let probed = probe.is_some();
+    // Set while the client is not taking what the run wrote: a ping's reply may then
+    // be stuck behind it, which says nothing about the run.
+    let backed_up = AtomicBool::new(false);
     let to_server = async {
         let mut stdin = stdin;
+        let pings = probed.then_some((ping_rx, &ids));
         let ended = tokio::select! {
-            ended = lines_to(&mut from_client, &mut stdin, max_line, &hangup) => ended,
+            ended = lines_to(&mut from_client, &mut stdin, max_line, pings, &hangup) => ended,
             () = close_stdin.cancelled() => ToServer::Closed,
         };
         drop(stdin);
@@ -356,8 +392,21 @@ async fn copy(
     };
     let to_client = async {
         let mut stdout = stdout;
-        tokio::io::copy(&mut stdout, &mut write_half).await
+        if probed {
+            replies_to(&mut stdout, &mut write_half, &ids, &seen_tx, &backed_up).await
+        } else {
+            tokio::io::copy(&mut stdout, &mut write_half)
+                .await
+                .map(drop)
+        }
     };
+    let pinger = async {
+        if let Some(p) = probe {
+            ping_loop(p, &ping_tx, &seen_rx, &backed_up).await;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::pin!(pinger);
     tokio::pin!(to_server, to_client);
     tokio::select! {
         () = end.cancelled() => {
@@ -365,6 +414,7 @@ async fn copy(
             let _ = tokio::time::timeout(LAST_REPLIES, &mut to_client).await;
             Copied::ServerDone
         }
+        () = &mut pinger => Copied::ServerDone,
         copied = &mut to_client => match copied {
             Ok(_) => Copied::ServerDone,
             Err(_) => Copied::ClientGone,
@@ -409,14 +459,35 @@ enum ToServer {
 /// Copies whole lines: a line is held until its newline (never beyond `max`) and
 /// written in one piece, so no part of an oversized line reaches the server. A client
 /// that hangs up while a write waits on the run's full stdin ends the copy as EOF does.
+///
+/// With `pings`, each ping the prober asks for is written between two lines: lines are
+/// only ever written whole, so the run's stdin is always at a line's start then (a
+/// client line still coming is held here, not half-written).
 async fn lines_to<R: AsyncBufRead + Unpin>(
     from: &mut R,
     to: &mut pipe::Sender,
     max: usize,
+    mut pings: Option<(watch::Receiver<u64>, &PingIds)>,
     hangup: &OwnedFd,
 ) -> ToServer {
     let mut line: Vec<u8> = Vec::new();
     loop {
+        if let Some((asked, ids)) = pings.as_mut() {
+            let ping = tokio::select! {
+                biased;
+                changed = asked.changed() => changed.ok().map(|()| *asked.borrow_and_update()),
+                // Cancel-safe: nothing is consumed until the data is used below.
+                _ = from.fill_buf() => None,
+            };
+            if let Some(n) = ping {
+                match write_unless_gone(to, &ids.line(n), hangup).await {
+                    Some(Ok(())) => {}
+                    Some(Err(_)) => return ToServer::Closed,
+                    None => return ToServer::Eof,
+                }
+                continue;
+            }
+        }
         let buf = match from.fill_buf().await {
             Ok([]) | Err(_) => return ToServer::Eof,
             Ok(buf) => buf,
@@ -488,5 +559,270 @@ async fn hung_up(socket: &OwnedFd) {
         if gone {
             return;
         }
+    }
+}
+
+/// Copies the run's stdout to the client, taking out the replies to paiosd's pings
+/// (each is told to `seen`); every other byte goes through unchanged and in order.
+async fn replies_to(
+    from: &mut pipe::Receiver,
+    to: &mut tokio::net::unix::OwnedWriteHalf,
+    ids: &PingIds,
+    seen: &watch::Sender<u64>,
+    backed_up: &AtomicBool,
+) -> io::Result<()> {
+    let mut filter = ReplyFilter::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = Vec::with_capacity(buf.len());
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            out.clear();
+            filter.finish(&mut out);
+            to.write_all(&out).await?;
+            return Ok(());
+        }
+        out.clear();
+        filter.feed(&buf[..n], ids, &mut out, &mut |answered| {
+            seen.send_modify(|v| *v = (*v).max(answered));
+        });
+        if !out.is_empty() {
+            backed_up.store(true, Ordering::Relaxed);
+            to.write_all(&out).await?;
+            backed_up.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The line-by-line sieve of [`replies_to`], without I/O.
+#[derive(Debug, Default)]
+struct ReplyFilter {
+    /// The start of a line whose end has not come yet (at most [`HOLD_LINE`] bytes).
+    held: Vec<u8>,
+    /// The current line outgrew [`HOLD_LINE`]: it goes through until its end.
+    passing: bool,
+}
+
+impl ReplyFilter {
+    /// Appends to `out` what of `chunk` goes to the client; a reply to a ping is given
+    /// to `answered` instead.
+    fn feed(
+        &mut self,
+        mut chunk: &[u8],
+        ids: &PingIds,
+        out: &mut Vec<u8>,
+        answered: &mut impl FnMut(u64),
+    ) {
+        while !chunk.is_empty() {
+            let (part, complete) = match memchr::memchr(b'\n', chunk) {
+                Some(i) => (&chunk[..=i], true),
+                None => (chunk, false),
+            };
+            chunk = &chunk[part.len()..];
+            if self.passing {
+                out.extend_from_slice(part);
+                self.passing = !complete;
+                continue;
+            }
+            if complete && self.held.is_empty() {
+                match ids.reply_to(part) {
+                    Some(n) => answered(n),
+                    None => out.extend_from_slice(part),
+                }
+                continue;
+            }
+            self.held.extend_from_slice(part);
+            if complete {
+                match ids.reply_to(&self.held) {
+                    Some(n) => answered(n),
+                    None => out.extend_from_slice(&self.held),
+                }
+                self.held.clear();
+            } else if self.held.len() > HOLD_LINE {
+                out.append(&mut self.held);
+                self.passing = true;
+            }
+        }
+    }
+
+    /// The stream has ended: a last line without its newline goes out as it is.
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.held);
+        self.passing = false;
+    }
+}
+
+/// Pings the run on the prober's cadence and reports each result: a reply to ping `n`
+/// within the timeout is alive; none is a failure, unless the client was not taking
+/// the run's output then (the run may be blocked writing to it, its reply stuck behind
+/// what the client does not read): that ping is not counted either way.
+async fn ping_loop(
+    probe: StdioProbe,
+    asked: &watch::Sender<u64>,
+    seen: &watch::Receiver<u64>,
+    backed_up: &AtomicBool,
+) {
+    let StdioProbe {
+        service,
+        run_id,
+        cfg,
+        tx,
+        cancel,
+    } = probe;
+    let timeout = cfg.timeout;
+    let mut n = 0u64;
+    crate::health::probe_loop(service, run_id, &cfg, tx, cancel, || {
+        n += 1;
+        let this = n;
+        asked.send_replace(this);
+        let mut seen = seen.clone();
+        async move {
+            match tokio::time::timeout(timeout, seen.wait_for(|v| *v >= this)).await {
+                Ok(Ok(_)) => Some(Ok(())),
+                Ok(Err(_)) => Some(Err("the run's stdout has closed".to_string())),
+                Err(_) if backed_up.load(Ordering::Relaxed) => None,
+                Err(_) => Some(Err(format!(
+                    "no reply to a JSON-RPC ping within {}",
+                    crate::units::format_duration(timeout)
+                ))),
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sieve(chunks: &[&[u8]], ids: &PingIds) -> (Vec<u8>, Vec<u64>) {
+        let mut filter = ReplyFilter::default();
+        let (mut out, mut seen) = (Vec::new(), Vec::new());
+        for chunk in chunks {
+            filter.feed(chunk, ids, &mut out, &mut |n| seen.push(n));
+        }
+        filter.finish(&mut out);
+        (out, seen)
+    }
+
+    fn reply(ids: &PingIds, n: u64) -> String {
+        format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":\"{}\",\"result\":{{}}}}\n",
+            ids.id(n)
+        )
+    }
+
+    #[test]
+    fn replies_to_pings_are_taken_out_and_the_rest_goes_through() {
+        let ids = PingIds::with_nonce(1);
+        let a = "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"text\":\"x\"}}\n";
+        let b = "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\r\n";
+        let stream = format!("{a}{}{b}{}", reply(&ids, 1), reply(&ids, 2));
+        let bytes = stream.as_bytes();
+        let (out, seen) = sieve(&[bytes], &ids);
+        assert_eq!(out, format!("{a}{b}").as_bytes());
+        assert_eq!(seen, vec![1, 2]);
+        // The same stream cut at every byte, and byte by byte.
+        for cut in 0..bytes.len() {
+            let (out, seen) = sieve(&[&bytes[..cut], &bytes[cut..]], &ids);
+            assert_eq!(out, format!("{a}{b}").as_bytes(), "cut at {cut}");
+            assert_eq!(seen, vec![1, 2], "cut at {cut}");
+        }
+        let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(sieve(&singles, &ids).0, format!("{a}{b}").as_bytes());
+    }
+
+    #[test]
+    fn another_nonce_and_a_last_line_without_newline_go_through() {
+        let ids = PingIds::with_nonce(1);
+        let other = reply(&PingIds::with_nonce(2), 1);
+        let tail = "{\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{}}";
+        let stream = format!("{other}{tail}");
+        let (out, seen) = sieve(&[stream.as_bytes()], &ids);
+        assert_eq!(out, stream.as_bytes());
+        assert!(seen.is_empty());
+    }
+
+    #[test]
+    fn a_line_over_the_hold_passes_through_whole() {
+        let ids = PingIds::with_nonce(1);
+        // A huge line that even contains the ping's id: passed on, never held whole.
+        let mut long = format!("{{\"id\":\"{}\",\"result\":\"", ids.id(1)).into_bytes();
+        long.extend(std::iter::repeat_n(b'x', HOLD_LINE * 2));
+        long.extend_from_slice(b"\"}\n");
+        let mut stream = long.clone();
+        stream.extend_from_slice(reply(&ids, 2).as_bytes());
+        let chunks: Vec<&[u8]> = stream.chunks(4096).collect();
+        let mut filter = ReplyFilter::default();
+        let (mut out, mut seen) = (Vec::new(), Vec::new());
+        for chunk in chunks {
+            filter.feed(chunk, &ids, &mut out, &mut |n| seen.push(n));
+            assert!(filter.held.len() <= HOLD_LINE + 4096);
+        }
+        assert_eq!(out, long);
+        assert_eq!(seen, vec![2]);
+    }
+
+    #[tokio::test]
+    async fn a_ping_never_lands_inside_a_client_line() {
+        use tokio::io::AsyncWriteExt as _;
+        let ids = PingIds::with_nonce(1);
+        let (read_fd, write_fd) = nix::unistd::pipe().expect("pipe");
+        let mut to_run = pipe::Sender::from_owned_fd(write_fd).expect("sender");
+        let mut run_reads = pipe::Receiver::from_owned_fd(read_fd).expect("receiver");
+        let (mut client, socket) = tokio::io::duplex(1024);
+        let mut from_client = BufReader::new(socket);
+        let (asked, pings) = watch::channel(0u64);
+        // A socket whose peer stays: the client never hangs up here.
+        let (watched, _peer) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let hangup = OwnedFd::from(watched);
+        let copying = lines_to(
+            &mut from_client,
+            &mut to_run,
+            1 << 20,
+            Some((pings, &ids)),
+            &hangup,
+        );
+        let driving = async {
+            client
+                .write_all(b"{\"id\":1,\"method\":\"a\"}\n{\"id\":2,")
+                .await
+                .expect("write");
+            tokio::task::yield_now().await;
+            // A ping asked for while the second line is half sent goes before it.
+            asked.send_replace(1);
+            tokio::task::yield_now().await;
+            client
+                .write_all(b"\"method\":\"b\"}\n")
+                .await
+                .expect("write");
+            tokio::task::yield_now().await;
+            asked.send_replace(2);
+            tokio::task::yield_now().await;
+            drop(client);
+        };
+        let (ended, ()) = tokio::join!(copying, driving);
+        assert!(matches!(ended, ToServer::Eof));
+        drop(to_run);
+        let mut got = Vec::new();
+        run_reads.read_to_end(&mut got).await.expect("read");
+        // Whole lines only, the client's in their order, each ping once.
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        let (pinged, theirs): (Vec<&str>, Vec<&str>) =
+            lines.iter().partition(|l| l.contains("paios-probe-"));
+        assert_eq!(
+            theirs,
+            [
+                "{\"id\":1,\"method\":\"a\"}\n",
+                "{\"id\":2,\"method\":\"b\"}\n"
+            ],
+            "{text}"
+        );
+        let want: Vec<String> = [1, 2]
+            .iter()
+            .map(|&n| String::from_utf8_lossy(&ids.line(n)).into_owned())
+            .collect();
+        assert_eq!(pinged, want, "{text}");
     }
 }

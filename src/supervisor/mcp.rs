@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use super::actor::Supervisor;
 use super::model::{Service, State, StopReason, Want};
 use super::timers::Timer;
-use crate::config::{McpTransport, RestartPolicy};
+use crate::config::{McpEndpoint, McpTransport, Probe, RestartPolicy};
 use crate::control::protocol::{McpClientStatus, McpStatus};
-use crate::mcp::serve::{self, Admit, McpMsg};
+use crate::mcp::serve::{self, Admit, McpMsg, StdioProbe};
 use crate::mcp::Hello;
 use crate::policy::{Decision, Ended};
 
@@ -185,6 +185,7 @@ impl Supervisor {
                 let close_stdin = CancellationToken::new();
                 match self.start_client_run(server, &entry, id, &client, close_stdin.clone()) {
                     Ok((stdin, stdout)) => {
+                        let probe = self.stdio_probe(&entry);
                         client.entry = Some(entry);
                         self.mcp.clients.insert(id, client);
                         Admit::Stdio {
@@ -194,6 +195,7 @@ impl Supervisor {
                             stdout,
                             end,
                             close_stdin,
+                            probe,
                         }
                     }
                     Err(reason) => Admit::Refused {
@@ -262,7 +264,11 @@ impl Supervisor {
         };
         let mut cfg = parent.cfg.clone();
         cfg.restart.policy = RestartPolicy::Never;
-        cfg.health = None;
+        // Only the ping is a probe of one client's run: the others look at a port or a
+        // command that no single run owns.
+        cfg.health = cfg
+            .health
+            .filter(|h| matches!(h.probe, Probe::Mcp(McpEndpoint::Stdio)));
         cfg.after.clear();
         let mut svc = Service::new(cfg, self.global.storm);
         svc.want = Want::Remove;
@@ -299,6 +305,23 @@ impl Supervisor {
             Some(format!("run pid {pid} {who}")),
         );
         Ok(pipes)
+    }
+
+    /// The pings of a client's run just started, when its server has `[health] mcp =
+    /// true`: the connection sends them on its pipe, and the results come back as any
+    /// probe's, to the run's threshold machine.
+    fn stdio_probe(&self, entry: &str) -> Option<StdioProbe> {
+        let svc = self.services.get(entry)?;
+        let cfg = svc.cfg.health.clone()?;
+        let run = svc.run.as_ref()?;
+        let health = run.health.as_ref()?;
+        Some(StdioProbe {
+            service: entry.to_string(),
+            run_id: run.id,
+            cfg,
+            tx: self.probe_tx.clone(),
+            cancel: health.cancel.clone(),
+        })
     }
 
     /// A client's connection has ended (or it has stopped sending): its run is stopped,

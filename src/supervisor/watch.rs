@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::actor::Supervisor;
 use super::model::{RunHealth, State, StopReason};
 use super::timers::Timer;
+use crate::config::{McpEndpoint, Probe};
 use crate::health::{self, ProbeEvent};
 use crate::policy::growth::GrowthWatch;
 use crate::policy::health::{HealthState, HealthThresholds, HealthVerdict};
@@ -34,7 +35,11 @@ impl Supervisor {
         let Some(run) = svc.run.as_mut() else { return };
         if let Some(hc) = &cfg.health {
             let cancel = CancellationToken::new();
-            health::spawn_prober(name.to_string(), run.id, hc.clone(), tx, cancel.clone());
+            // A stdio MCP server's run is pinged by its client's connection, which holds
+            // the pipe (`Supervisor::stdio_probe`); every other probe has a task here.
+            if !matches!(hc.probe, Probe::Mcp(McpEndpoint::Stdio)) {
+                health::spawn_prober(name.to_string(), run.id, hc.clone(), tx, cancel.clone());
+            }
             run.health = Some(RunHealth {
                 state: HealthState::new(HealthThresholds::from(hc), run.started),
                 cancel,
@@ -108,6 +113,8 @@ impl Supervisor {
         let before = h.state.verdict();
         let verdict = h.state.on_result(now, ev.ok, ev.error.clone());
         let name = ev.service.clone();
+        // A client's run is recorded under its server's name (the entry is `NAME#ID`).
+        let recorded = svc.cfg.name.clone();
         match verdict {
             HealthVerdict::Healthy => self.on_healthy(&name, before),
             HealthVerdict::Unhealthy { consecutive, of } => {
@@ -115,7 +122,7 @@ impl Supervisor {
                     let err = ev.error.unwrap_or_default();
                     tracing::warn!(service = %name, "health probe failed ({consecutive}/{of}): {err}");
                     self.record_event(
-                        &name,
+                        &recorded,
                         "service",
                         "health_failed",
                         Some(format!("{consecutive}/{of}: {err}")),
@@ -176,8 +183,17 @@ impl Supervisor {
                 }
             }
             _ => {
-                tracing::error!(service = %name, "hung: {detail}; restarting");
-                run.hung_context = Some(detail);
+                if svc.client.is_some() {
+                    // A client's run: there is nothing to restart; its client's
+                    // connection closes when the run has ended.
+                    tracing::error!(service = %name, "hung: {detail}; ending it");
+                } else {
+                    tracing::error!(service = %name, "hung: {detail}; restarting");
+                }
+                run.hung_context = Some(match run.hung_context.take() {
+                    Some(who) => format!("{detail} (run {who})"),
+                    None => detail,
+                });
                 self.begin_stop(name, StopReason::Hung);
             }
         }

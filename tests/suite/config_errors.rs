@@ -1054,3 +1054,103 @@ fn a_probe_on_another_services_port_is_refused() {
     assert!(config.services.contains_key("kb") && config.services.contains_key("own"));
     assert!(!config.services.contains_key("other"));
 }
+
+#[test]
+fn health_mcp_key() {
+    let stdio = "command = [\"x\"]\n[mcp]\ntransport = \"stdio\"\n";
+    let http =
+        "command = [\"x\"]\n[mcp]\ntransport = \"http\"\nurl = \"http://127.0.0.1:3001/mcp\"\n";
+    let cases = vec![
+        (
+            "command = [\"x\"]\n[health]\nmcp = ‸true".to_string(),
+            "health.mcp",
+            "this service has no [mcp] table",
+        ),
+        (
+            format!("{stdio}[health]\nmcp = ‸\"yes\""),
+            "health.mcp",
+            "expected true or false",
+        ),
+        (
+            format!("{http}[health]\nhttp = \"http://127.0.0.1:3001/health\"\nmcp = ‸true"),
+            "health.mcp",
+            "only one probe",
+        ),
+        (
+            format!("{stdio}[health]\ntcp = \"127.0.0.1:1\"\nmcp = ‸true"),
+            "health.mcp",
+            "`http`, `tcp`, `exec` or `mcp`",
+        ),
+        (
+            format!("{stdio}[health]\nexec = [\"true\"]\nmcp = ‸true"),
+            "health.mcp",
+            "only one probe",
+        ),
+        (
+            format!("{stdio}‸[health]\nmcp = false"),
+            "health.http",
+            "needs one probe",
+        ),
+        (
+            format!("{http}[health]\nmcp = true\nexpect_status = ‸200"),
+            "health.expect_status",
+            "only applies to `http`",
+        ),
+        (
+            format!("{stdio}[health]\nmcp = true\ntimeout = ‸\"0s\""),
+            "health.timeout",
+            "longer than zero",
+        ),
+        (
+            "command = [\"x\"]\nmcp = ‸true".to_string(),
+            "mcp",
+            "expected a table",
+        ),
+    ];
+    let cases: Vec<Case> = cases
+        .into_iter()
+        .map(|(t, k, f)| (&*Box::leak(t.into_boxed_str()), k, f))
+        .collect();
+    check_service_cases(&cases);
+
+    // Valid: the ping goes over the transport of the file's own [mcp] table, and the
+    // other [health] keys apply as to any probe.
+    let (_dir, config) = load_files(&[
+        (
+            "services.d/web.toml",
+            &format!("{http}[health]\nmcp = true\ninterval = \"5s\"\nfailures = 2\n"),
+        ),
+        (
+            "services.d/pipe.toml",
+            &format!("{stdio}[health]\nmcp = true\n"),
+        ),
+        (
+            "services.d/plain.toml",
+            &format!("{stdio}[health]\nmcp = false\ntcp = \"127.0.0.1:9\"\n"),
+        ),
+    ]);
+    assert!(config.errors.is_empty(), "{}", all_errors(&config));
+    let probe = |name: &str| {
+        let svc = config.services.get(name).expect(name);
+        svc.health.clone().expect("a [health] table")
+    };
+    let web = probe("web");
+    match &web.probe {
+        paios::config::Probe::Mcp(paios::config::McpEndpoint::Http(url)) => {
+            assert_eq!((url.port, url.path.as_str()), (3001, "/mcp"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        (web.interval, web.failures),
+        (std::time::Duration::from_secs(5), 2)
+    );
+    assert_eq!(
+        probe("pipe").probe,
+        paios::config::Probe::Mcp(paios::config::McpEndpoint::Stdio)
+    );
+    assert!(matches!(
+        probe("plain").probe,
+        paios::config::Probe::Tcp { .. }
+    ));
+}

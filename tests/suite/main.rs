@@ -35,6 +35,7 @@ mod mcp_bridge;
 mod mcp_daemon;
 mod mcp_e2e;
 mod mcp_print_config;
+mod mcp_probe;
 mod mcp_sdk;
 mod process_fixture;
 mod process_groups;
