@@ -659,6 +659,14 @@ fn read_health(s: &Section<'_>, mcp: McpSeen<'_>) -> Option<HealthConfig> {
             ok = false;
         }
         [f] if f.key.rsplit('.').next() == Some("mcp") => probe = read_mcp_probe(f, mcp),
+        [f] if matches!(&mcp, McpSeen::Valid(c) if c.share == McpShare::PerClient) => {
+            // No port or command belongs to one client's run: only the ping probes it.
+            f.error_help(
+                "a per-client MCP server runs once per client, and this probe cannot tell their runs apart",
+                "probe each client's run with `mcp = true`",
+            );
+            ok = false;
+        }
         [f] => probe = read_probe(f),
         [_, second, ..] => {
             second.error_help(

@@ -436,6 +436,11 @@ fn mcp_keys() {
             "use share = \"per-client\"",
         ),
         (
+            format!("{c}[health]\ntcp = ‸\"127.0.0.1:1\"\n[mcp]\ntransport = \"stdio\""),
+            "health.tcp",
+            "probe each client's run with `mcp = true`",
+        ),
+        (
             format!("{c}[mcp]\ntransport = \"stdio\"\nshare = ‸\"shared\""),
             "mcp.share",
             "not supported for a stdio server yet",
@@ -1126,7 +1131,7 @@ fn health_mcp_key() {
         ),
         (
             "services.d/plain.toml",
-            &format!("{stdio}[health]\nmcp = false\ntcp = \"127.0.0.1:9\"\n"),
+            &format!("{http}[health]\nmcp = false\ntcp = \"127.0.0.1:9\"\n"),
         ),
     ]);
     assert!(config.errors.is_empty(), "{}", all_errors(&config));
