@@ -31,6 +31,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::{PoisonError, RwLock};
 
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
@@ -147,6 +148,8 @@ fn spawn_inner(spec: &SpawnSpec, input: bool) -> io::Result<Spawned> {
     unsafe {
         cmd.pre_exec(move || child_after_fork(parent));
     }
+    // Until the start time is read below, the reaper waits (see `SPAWNING`).
+    let _spawning = SPAWNING.read().unwrap_or_else(PoisonError::into_inner);
     let mut child = cmd.spawn().map_err(|e| spawn_error(program, e))?;
 
     let pid = child.id() as i32;
@@ -170,8 +173,9 @@ fn spawn_inner(spec: &SpawnSpec, input: bool) -> io::Result<Spawned> {
         )));
     }
 
-    // The leader can have exited already (it is then our zombie until `reap`), and the
-    // kernel still keeps its start time, so the identity is always complete.
+    // The leader can have exited already (it is then our zombie: `reap` waits for
+    // `SPAWNING`), and the kernel still keeps its start time, so the identity is always
+    // complete.
     let Some((start, _state)) = os::start_and_state(pid) else {
         let _ = signal_group(pid, libc::SIGKILL);
         return Err(io::Error::other(format!(
@@ -389,8 +393,15 @@ pub fn is_alive(id: Identity) -> bool {
     start_time(id.pid) == Some(id.start_time)
 }
 
+/// Held shared from a child's fork until its start time is read, and exclusively by
+/// [`reap`]: a child spawned off the reaper's thread (an alert command, an exec probe)
+/// that exits at once is then at worst a zombie while its identity is read, never
+/// collected with its PID free for reuse before that.
+static SPAWNING: RwLock<()> = RwLock::new(());
+
 /// Collects every child that has ended, without blocking (`waitpid(-1, WNOHANG)` until none).
 pub fn reap() -> Vec<(i32, ExitStatus)> {
+    let _no_spawn_midway = SPAWNING.write().unwrap_or_else(PoisonError::into_inner);
     let mut reaped = Vec::new();
     loop {
         match nix::sys::wait::waitpid(None, Some(WaitPidFlag::WNOHANG)) {
