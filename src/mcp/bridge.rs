@@ -477,14 +477,36 @@ fn client_to_server(
     in_flight: &InFlight,
     events: &mpsc::Sender<Event>,
 ) {
+    let mut lost = None;
+    client_messages(cap, |shape, line| {
+        in_flight.track_client(shape, line);
+        line.push(b'\n');
+        match socket.write_all(line) {
+            Ok(()) => true,
+            Err(e) => {
+                lost = Some(e);
+                false
+            }
+        }
+    });
+    let _ = events.send(match lost {
+        Some(e) => Event::ServerGone(Some(e)),
+        None => Event::StdinEof,
+    });
+}
+
+/// Reads the client's messages from stdin until it ends or `send` returns false. A
+/// line over the cap, or one that is not JSON-RPC, is answered here and goes no
+/// further; every other line goes to `send` whole, without its newline.
+pub(crate) fn client_messages(
+    cap: usize,
+    mut send: impl FnMut(&jsonrpc::Shape, &mut Vec<u8>) -> bool,
+) {
     let stdin = BufReader::with_capacity(64 * 1024, io::stdin().lock());
     let mut framer = Framer::new(stdin, cap);
     loop {
         match framer.next_frame() {
-            Err(_) | Ok(Frame::Eof) => {
-                let _ = events.send(Event::StdinEof);
-                return;
-            }
+            Err(_) | Ok(Frame::Eof) => return,
             Ok(Frame::TooLong { head, tail, len }) => {
                 let id = lenient_id(&head, &tail).unwrap_or(Value::Null);
                 write_line(&error_line(&id, INVALID_REQUEST, &too_long(len, cap)));
@@ -493,11 +515,7 @@ fn client_to_server(
             Ok(Frame::Line) => match peek(framer.line()) {
                 Err(bad) => write_line(&bad.reply()),
                 Ok(shape) => {
-                    in_flight.track_client(&shape, framer.line());
-                    let line = framer.line_mut();
-                    line.push(b'\n');
-                    if let Err(e) = socket.write_all(line) {
-                        let _ = events.send(Event::ServerGone(Some(e)));
+                    if !send(&shape, framer.line_mut()) {
                         return;
                     }
                 }

@@ -30,11 +30,10 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, Notify};
 
 use super::bridge::{
-    answer_all, parent_gone, refuse, too_long, write_line, InFlight, DRAIN, EXIT_FAILED, EXIT_OK,
-    EXIT_PARENT_GONE, LAST_WORDS,
+    answer_all, client_messages, parent_gone, refuse, write_line, InFlight, DRAIN, EXIT_FAILED,
+    EXIT_OK, EXIT_PARENT_GONE, LAST_WORDS,
 };
-use super::frame::{Frame, Framer};
-use super::jsonrpc::{error_line, lenient_id, peek, Message, INVALID_REQUEST, UNAVAILABLE};
+use super::jsonrpc::{error_line, lenient_id, peek, Message, UNAVAILABLE};
 use super::sse::{SseEvent, SseParser};
 
 const SESSION_ID: &str = "mcp-session-id";
@@ -142,30 +141,13 @@ fn spawn_stdin(outgoing: mpsc::Sender<Outgoing>, cap: usize) -> io::Result<()> {
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
-            let stdin = BufReader::with_capacity(64 * 1024, io::stdin().lock());
-            let mut framer = Framer::new(stdin, cap);
-            loop {
-                match framer.next_frame() {
-                    Err(_) | Ok(Frame::Eof) => return,
-                    Ok(Frame::TooLong { head, tail, len }) => {
-                        let id = lenient_id(&head, &tail).unwrap_or(Value::Null);
-                        write_line(&error_line(&id, INVALID_REQUEST, &too_long(len, cap)));
-                    }
-                    Ok(Frame::Line) if framer.line().trim_ascii().is_empty() => {}
-                    Ok(Frame::Line) => match peek(framer.line()) {
-                        Err(bad) => write_line(&bad.reply()),
-                        Ok(shape) => {
-                            let message = Outgoing {
-                                messages: shape.messages().to_vec(),
-                                body: std::mem::take(framer.line_mut()),
-                            };
-                            if outgoing.blocking_send(message).is_err() {
-                                return;
-                            }
-                        }
-                    },
-                }
-            }
+            client_messages(cap, |shape, line| {
+                let message = Outgoing {
+                    messages: shape.messages().to_vec(),
+                    body: std::mem::take(line),
+                };
+                outgoing.blocking_send(message).is_ok()
+            });
         })
         .map(drop)
 }
