@@ -4,6 +4,7 @@
 //! The path from SIGCHLD to the next spawn is direct: reap, decide, spawn (or arm the
 //! backoff timer), with no polling in between.
 
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use super::actor::{describe, duration_ms, kind_of, Supervisor, TAIL_WAIT};
@@ -117,20 +118,7 @@ impl Supervisor {
             );
         }
         self.leaders.insert(spawned.leader.pid, name.to_string());
-        // A client's run writes its stdout to the client; only stderr goes to the log.
-        let stdout = match spawned.stdin {
-            Some(stdin) => match closed_pipe() {
-                Ok(empty) => {
-                    svc.pipes = Some((stdin, spawned.stdout));
-                    empty
-                }
-                Err(e) => {
-                    tracing::error!(service = name, "cannot make a pipe for the log: {e}");
-                    spawned.stdout
-                }
-            },
-            None => spawned.stdout,
-        };
+        let stdout = stdout_for_log(name, svc, spawned.stdin, spawned.stdout);
         self.logs
             .attach(&svc.cfg.name, id, svc.cfg.logs, stdout, spawned.stderr);
         let (pid, command) = (spawned.leader.pid, spec.argv.join(" "));
@@ -563,4 +551,28 @@ fn closed_pipe() -> std::io::Result<std::os::fd::OwnedFd> {
     drop(write);
     fcntl(read.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
     Ok(read)
+}
+
+/// What the log reads as a run's stdout. A client's run writes its stdout to its client
+/// (both pipes are kept in `svc.pipes`); only its stderr goes to the log, which is given
+/// a pipe that is already at its end.
+fn stdout_for_log(
+    name: &str,
+    svc: &mut Service,
+    stdin: Option<OwnedFd>,
+    stdout: OwnedFd,
+) -> OwnedFd {
+    let Some(stdin) = stdin else {
+        return stdout;
+    };
+    match closed_pipe() {
+        Ok(empty) => {
+            svc.pipes = Some((stdin, stdout));
+            empty
+        }
+        Err(e) => {
+            tracing::error!(service = name, "cannot make a pipe for the log: {e}");
+            stdout
+        }
+    }
 }

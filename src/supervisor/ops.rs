@@ -7,7 +7,7 @@
 use tokio::sync::oneshot;
 
 use super::actor::{error, Supervisor};
-use super::model::{Hold, Op, OpKind, Outcome, StopReason, WaitFor, Want, SETTLE};
+use super::model::{Hold, Op, OpKind, Outcome, Service, StopReason, WaitFor, Want, SETTLE};
 use super::status::state_of;
 use crate::control::protocol::{ErrorCode, OpResult, Reply, Request, Response, RunResult, Target};
 use crate::control::ControlMsg;
@@ -158,14 +158,8 @@ impl Supervisor {
             let Some(svc) = self.services.get_mut(&name) else {
                 continue;
             };
-            if svc.is_task() {
-                fixed.push(not_applicable(&name, "is a task: use `paiosctl run`"));
-                continue;
-            }
-            if svc.want == Want::Remove {
-                // A reload removed it while its run is still ending: it is not started
-                // again from a file that is gone.
-                fixed.push(removed(&name));
+            if let Some(answer) = not_to_start(svc, &name) {
+                fixed.push(answer);
                 continue;
             }
             // The run that ends first (a restart's, or one already stopping) is not a failure.
@@ -176,10 +170,9 @@ impl Supervisor {
             let marker = svc.runs_finished + u64::from(ending);
             if let Hold::Failed { .. } = svc.hold {
                 svc.tracker.clear();
-                svc.next_attempt = 0;
                 tracing::info!(service = %name, "crash-loop state cleared by hand");
             }
-            if restart {
+            if restart || matches!(svc.hold, Hold::Failed { .. }) {
                 svc.next_attempt = 0;
             }
             if restart && svc.is_client_parent() {
@@ -442,6 +435,18 @@ impl Supervisor {
             pid,
             message,
         }
+    }
+}
+
+/// The answer for a service `start`/`restart` does not touch: a task, or one a reload
+/// removed while its run still ends (it is not started again from a file that is gone).
+fn not_to_start(svc: &Service, name: &str) -> Option<OpResult> {
+    if svc.is_task() {
+        Some(not_applicable(name, "is a task: use `paiosctl run`"))
+    } else if svc.want == Want::Remove {
+        Some(removed(name))
+    } else {
+        None
     }
 }
 
