@@ -5,10 +5,12 @@
 //! holds the connection open as the client's presence. None of it runs in the actor,
 //! so a slow or silent client only ever stalls its own run.
 
+use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -349,24 +351,8 @@ async fn copy(
     client: u64,
     to_supervisor: &mpsc::Sender<McpMsg>,
 ) -> Copied {
-    let (stdin, stdout) = match (
-        pipe::Sender::from_owned_fd(pipes.stdin),
-        pipe::Receiver::from_owned_fd(pipes.stdout),
-    ) {
-        (Ok(i), Ok(o)) => (i, o),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!("cannot use the pipes of an MCP run: {e}");
-            return Copied::ClientGone;
-        }
-    };
-    // A second handle on the socket, to see the client hang up while a write to a run
-    // that reads nothing is waiting (the copy then reads nothing from the socket).
-    let hangup = match std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned() {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::error!("cannot watch an MCP connection: {e}");
-            return Copied::ClientGone;
-        }
+    let Some((stdin, stdout, hangup)) = handles(&stream, pipes.stdin, pipes.stdout) else {
+        return Copied::ClientGone;
     };
     let (read_half, mut write_half) = stream.into_split();
     let mut from_client = BufReader::new(std::io::Cursor::new(pipes.leftover).chain(read_half));
@@ -406,34 +392,80 @@ async fn copy(
         }
         std::future::pending::<()>().await
     };
-    tokio::pin!(pinger);
-    tokio::pin!(to_server, to_client);
-    tokio::select! {
-        () = end.cancelled() => {
-            // The run has ended (or is ended): what it wrote last still goes out.
-            let _ = tokio::time::timeout(LAST_REPLIES, &mut to_client).await;
-            Copied::ServerDone
+    tokio::pin!(pinger, to_server, to_client);
+    let ends = Ends {
+        end,
+        client,
+        max_line,
+        to_supervisor,
+    };
+    ends.wait(pinger, to_client, to_server).await
+}
+
+/// The run's pipes as async handles, and a second handle on the socket, to see the
+/// client hang up while a write to a run that reads nothing is waiting (the copy then
+/// reads nothing from the socket). None, said in the log, when one cannot be made.
+fn handles(
+    stream: &UnixStream,
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+) -> Option<(pipe::Sender, pipe::Receiver, OwnedFd)> {
+    let pipes = pipe::Sender::from_owned_fd(stdin)
+        .and_then(|i| Ok((i, pipe::Receiver::from_owned_fd(stdout)?)));
+    let hangup = std::os::fd::AsFd::as_fd(stream).try_clone_to_owned();
+    match (pipes, hangup) {
+        (Ok((i, o)), Ok(h)) => Some((i, o, h)),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!("cannot use the pipes or socket of an MCP run: {e}");
+            None
         }
-        () = &mut pinger => Copied::ServerDone,
-        copied = &mut to_client => match copied {
-            Ok(_) => Copied::ServerDone,
-            Err(_) => Copied::ClientGone,
-        },
-        ended = &mut to_server => {
-            if matches!(ended, ToServer::TooLong) {
-                tracing::warn!(client, "an MCP line over {max_line} bytes: connection closed");
-                return Copied::ClientGone;
+    }
+}
+
+/// How one copy ends, and what it must tell.
+struct Ends<'a> {
+    end: &'a CancellationToken,
+    client: u64,
+    max_line: usize,
+    to_supervisor: &'a mpsc::Sender<McpMsg>,
+}
+
+impl Ends<'_> {
+    /// Waits for the first side to end, then lets the run's last replies out.
+    async fn wait(
+        &self,
+        mut pinger: Pin<&mut impl Future<Output = ()>>,
+        mut to_client: Pin<&mut impl Future<Output = io::Result<()>>>,
+        mut to_server: Pin<&mut impl Future<Output = ToServer>>,
+    ) -> Copied {
+        tokio::select! {
+            () = self.end.cancelled() => {
+                // The run has ended (or is ended): what it wrote last still goes out.
+                let _ = tokio::time::timeout(LAST_REPLIES, &mut to_client).await;
+                Copied::ServerDone
             }
-            // The client is done sending: its run is to end, but its last replies
-            // still go out until the run has ended.
-            let _ = to_supervisor.send(McpMsg::Gone { client }).await;
-            tokio::select! {
-                () = end.cancelled() => {
-                    let _ = tokio::time::timeout(LAST_REPLIES, &mut to_client).await;
+            () = &mut pinger => Copied::ServerDone,
+            copied = &mut to_client => match copied {
+                Ok(()) => Copied::ServerDone,
+                Err(_) => Copied::ClientGone,
+            },
+            ended = &mut to_server => {
+                if matches!(ended, ToServer::TooLong) {
+                    let (client, max_line) = (self.client, self.max_line);
+                    tracing::warn!(client, "an MCP line over {max_line} bytes: connection closed");
+                    return Copied::ClientGone;
                 }
-                _ = &mut to_client => {}
+                // The client is done sending: its run is to end, but its last replies
+                // still go out until the run has ended.
+                let _ = self.to_supervisor.send(McpMsg::Gone { client: self.client }).await;
+                tokio::select! {
+                    () = self.end.cancelled() => {
+                        let _ = tokio::time::timeout(LAST_REPLIES, &mut to_client).await;
+                    }
+                    _ = &mut to_client => {}
+                }
+                Copied::ClientGone
             }
-            Copied::ClientGone
         }
     }
 }
