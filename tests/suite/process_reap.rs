@@ -269,11 +269,16 @@ fn stop_all_ends_a_single_process_and_not_its_group() {
         .insert("FIXTURE_PIDS".into(), pids_file.display().to_string());
     let run = process::spawn(&forker).unwrap();
     guard.spawned(&run);
-    assert!(wait_until(WAIT, || common::read_pids(&pids_file).len() >= 3));
+    // The leader prints its child's and grandchild's PIDs once it has read them; a child
+    // stopped before that would end the leader too (it reads the child's report).
+    let out = common::LineReader::new(run.stdout.try_clone().expect("the leader's stdout"));
+    let printed = out.lines(2, WAIT);
+    assert_eq!(printed.len(), 2, "the forker reported {printed:?}");
     guard.pids_from(&pids_file);
-    let child = common::read_pids(&pids_file)
-        .into_iter()
-        .find(|&pid| pid != run.leader.pid)
+    let child = printed[0]
+        .trim()
+        .parse::<i32>()
+        .ok()
         .and_then(process::proc_info)
         .expect("the forked child")
         .identity();
